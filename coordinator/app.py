@@ -1,0 +1,87 @@
+"""`create_app(settings)`: the coordinator's Litestar application."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from coordinator.auth import sessions
+from coordinator.auth.controllers import AuthController, UsersController
+from coordinator.auth.principal import provide_principal
+from coordinator.checks.controllers import ChecksController
+from coordinator.context import AppContext, app_context
+from coordinator.db import engine as db_engine
+from coordinator.db.migrate import migrate
+from coordinator.db.sql import fetch
+from coordinator.errors import EXCEPTION_HANDLERS
+from coordinator.ratelimit import LoginLimiter
+from coordinator.settings import Settings
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+class Health(msgspec.Struct):
+    status: str
+    database: str
+    version: str = VERSION
+
+
+@get("/healthz", operation_id="health", tags=["operations"])
+async def healthz(request: Request[Any, Any, Any]) -> Response[Health]:
+    """200 when the coordinator can reach its database, else 503."""
+    try:
+        await fetch(app_context(request).engine, "SELECT 1 AS ok")
+    except Exception as exc:  # noqa: BLE001 - any database failure means "not healthy"
+        log.warning("health check: database unreachable: %s", exc)
+        return Response(Health(status="unhealthy", database="unreachable"), status_code=503)
+    return Response(Health(status="ok", database="ok"))
+
+
+def create_app(settings: Settings) -> Litestar:
+    engine = db_engine.make_engine(settings.database_url)
+    db_engine.bind_tables(engine)
+    ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        login_limiter=LoginLimiter(
+            settings.login_attempts_per_minute, settings.login_attempts_per_minute_per_address
+        ),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        # Tables are bound again here: a process may have built several apps (tests do).
+        db_engine.bind_tables(engine)
+        await db_engine.start(engine)
+        try:
+            await migrate(engine)
+            ctx.jwt_key = await sessions.signing_key(engine, settings.secret_key)
+            yield
+        finally:
+            await db_engine.stop(engine)
+
+    return Litestar(
+        route_handlers=[healthz, AuthController, UsersController, ChecksController],
+        dependencies={"caller": Provide(provide_principal)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        state=State({"ctx": ctx}),
+        request_max_body_size=settings.max_request_bytes,
+        openapi_config=OpenAPIConfig(
+            title="SysTeam HealthChecks coordinator",
+            version=VERSION,
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        debug=False,
+    )

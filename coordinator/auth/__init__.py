@@ -1,0 +1,1 @@
+"""People and their credentials: users, organizations, roles, sessions and access tokens."""

@@ -1,0 +1,1 @@
+"""Checks: what is monitored, how, and from where."""
