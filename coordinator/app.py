@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,6 +15,10 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from coordinator.agents.auth import provide_agent
+from coordinator.agents.clock import Clock
+from coordinator.agents.controllers import AgentsController, OrganizationAgentsController
+from coordinator.agents.jobs import AgentJobs
 from coordinator.auth import sessions
 from coordinator.auth.controllers import AuthController, UsersController
 from coordinator.auth.principal import provide_principal
@@ -23,6 +28,7 @@ from coordinator.db import engine as db_engine
 from coordinator.db.migrate import migrate
 from coordinator.db.sql import fetch
 from coordinator.errors import EXCEPTION_HANDLERS
+from coordinator.events.bus import EventBus
 from coordinator.ratelimit import LoginLimiter
 from coordinator.settings import Settings
 
@@ -57,25 +63,41 @@ def create_app(settings: Settings) -> Litestar:
             settings.login_attempts_per_minute, settings.login_attempts_per_minute_per_address
         ),
     )
+    events = EventBus()
+    clock = Clock()
+    agent_jobs = AgentJobs(engine, settings, events, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         # Tables are bound again here: a process may have built several apps (tests do).
         db_engine.bind_tables(engine)
         await db_engine.start(engine)
+        jobs: asyncio.Task[None] | None = None
         try:
             await migrate(engine)
             ctx.jwt_key = await sessions.signing_key(engine, settings.secret_key)
+            jobs = asyncio.create_task(agent_jobs.run_forever(), name="agent-jobs")
             yield
         finally:
+            if jobs is not None:
+                jobs.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await jobs
             await db_engine.stop(engine)
 
     return Litestar(
-        route_handlers=[healthz, AuthController, UsersController, ChecksController],
-        dependencies={"caller": Provide(provide_principal)},
+        route_handlers=[
+            healthz,
+            AuthController,
+            UsersController,
+            ChecksController,
+            AgentsController,
+            OrganizationAgentsController,
+        ],
+        dependencies={"caller": Provide(provide_principal), "agent": Provide(provide_agent)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        state=State({"ctx": ctx}),
+        state=State({"ctx": ctx, "events": events, "clock": clock, "agent_jobs": agent_jobs}),
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(
             title="SysTeam HealthChecks coordinator",

@@ -106,6 +106,7 @@ def handle_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Error
 
 # msgspec says "Expected `int`, got `str` - at `$.interval`"; Litestar keeps the part before " - ".
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]*)`")
 
 
 def _field_errors(extra: Any) -> list[FieldError]:
@@ -119,6 +120,10 @@ def _field_errors(extra: Any) -> list[FieldError]:
         if match:
             field = match["path"] or field
             message = message[: match.start()]
+        unknown = _UNKNOWN_FIELD.search(message)
+        if unknown:
+            prefix = "" if field in ("data", "body", "") else f"{field}."
+            field, message = prefix + unknown["name"], "unknown field"
         found.append(FieldError(field=field or "body", message=message))
     return found
 

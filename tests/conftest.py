@@ -37,7 +37,7 @@ def postgres_problem() -> str | None:
 
     try:
         asyncio.run(probe())
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+    except Exception as exc:
         return f"PostgreSQL at {postgres_url()} is not reachable: {exc}"
     return None
 
@@ -82,10 +82,33 @@ def settings(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def client(settings) -> AsyncIterator[object]:  # type: ignore[no-untyped-def]
-    from litestar.testing import AsyncTestClient
+    """An HTTP client on the app, in the test's own event loop.
+
+    Litestar's AsyncTestClient runs the app on a thread with a loop of its own, which a test
+    touching the database directly (a PostgreSQL pool belongs to one loop) cannot share.
+    """
+    import httpx
 
     from coordinator.app import create_app
 
     app = create_app(settings)
-    async with AsyncTestClient(app) as test_client:
-        yield test_client
+    started, stopping = asyncio.Event(), asyncio.Event()
+
+    async def run_lifespan() -> None:
+        # The lifespan must start and end in one task; fixture set-up and tear-down are two.
+        async with app.lifespan():
+            started.set()
+            await stopping.wait()
+
+    lifespan = asyncio.create_task(run_lifespan())
+    await asyncio.wait([lifespan, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if lifespan.done():
+        lifespan.result()  # start-up failed: raise its error here
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as http:
+            http.app = app  # type: ignore[attr-defined]
+            yield http
+    finally:
+        stopping.set()
+        await lifespan
