@@ -27,7 +27,7 @@ from coordinator.context import AppContext, app_context
 from coordinator.db import engine as db_engine
 from coordinator.db.migrate import migrate
 from coordinator.db.sql import fetch
-from coordinator.errors import EXCEPTION_HANDLERS
+from coordinator.errors import EXCEPTION_HANDLERS, refuse_nul_characters
 from coordinator.events.bus import EventBus
 from coordinator.ratelimit import LoginLimiter
 from coordinator.settings import Settings
@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> Litestar:
         ],
         dependencies={"caller": Provide(provide_principal), "agent": Provide(provide_agent)},
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=refuse_nul_characters,
         lifespan=[lifespan],
         state=State({"ctx": ctx, "events": events, "clock": clock, "agent_jobs": agent_jobs}),
         request_max_body_size=settings.max_request_bytes,

@@ -106,7 +106,7 @@ def handle_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Error
 
 # msgspec says "Expected `int`, got `str` - at `$.interval`"; Litestar keeps the part before " - ".
 _AT_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_UNKNOWN_FIELD = re.compile(r"unknown field `(?P<name>[^`]*)`")
+_NAMED_FIELD = re.compile(r"(?P<what>unknown|missing required) field `(?P<name>[^`]*)`")
 
 
 def _field_errors(extra: Any) -> list[FieldError]:
@@ -120,10 +120,11 @@ def _field_errors(extra: Any) -> list[FieldError]:
         if match:
             field = match["path"] or field
             message = message[: match.start()]
-        unknown = _UNKNOWN_FIELD.search(message)
-        if unknown:
+        named = _NAMED_FIELD.search(message)
+        if named:
             prefix = "" if field in ("data", "body", "") else f"{field}."
-            field, message = prefix + unknown["name"], "unknown field"
+            field = prefix + named["name"]
+            message = "unknown field" if named["what"] == "unknown" else "required"
         found.append(FieldError(field=field or "body", message=message))
     return found
 
@@ -148,6 +149,22 @@ def handle_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
     return error_response(exc.status_code, _plain_detail(exc.detail), headers=exc.headers)
 
 
+def handle_too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[ErrorBody]:
+    return error_response(400, "the JSON document is nested too deeply")
+
+
+async def refuse_nul_characters(request: Request[Any, Any, Any]) -> Response[ErrorBody] | None:
+    """PostgreSQL cannot store a NUL character in text; no field of this API has a use for one."""
+    if "\x00" in request.url.query or "%00" in request.url.query:
+        return error_response(400, "the query string may not contain NUL characters")
+    # Ping bodies are job output, kept as bytes: they are the one place a NUL may pass.
+    if request.method in ("POST", "PUT", "PATCH") and not request.url.path.startswith("/api/ping/"):
+        body = await request.body()
+        if b"\\u0000" in body or b"\x00" in body or b"%00" in body:
+            return error_response(400, "the request body may not contain NUL characters (\\u0000)")
+    return None
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal server error")
@@ -157,5 +174,6 @@ EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     ApiError: handle_api_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }

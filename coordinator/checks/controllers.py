@@ -27,7 +27,7 @@ class ChecksController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
         type: CheckType | None = None,  # noqa: A002 - the API's own name for it
         status: Status | None = None,
-        organization_id: Annotated[int | None, Parameter(ge=1)] = None,
+        organization_id: Annotated[int | None, Parameter(ge=1, le=2_147_483_647)] = None,
     ) -> CheckPage:
         """The caller's checks, oldest first, `limit` at a time (default 100, at most 500)."""
         total, checks = await service.list_checks(

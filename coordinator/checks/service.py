@@ -14,7 +14,7 @@ import msgspec
 from piccolo.engine.base import Engine
 
 from coordinator.auth.principal import Principal, Role
-from coordinator.checks.schemas import CheckFields, CheckOut, CheckSettings
+from coordinator.checks.schemas import MAX_ID, CheckFields, CheckOut, CheckSettings
 from coordinator.db.sql import execute, fetch
 from coordinator.db.tables import Check, CheckAgent
 from coordinator.errors import FieldError, NotFound, Unprocessable
@@ -93,6 +93,8 @@ async def _agent_ids(engine: Engine[Any], check_ids: list[int]) -> dict[int, lis
 
 
 async def get_check(engine: Engine[Any], caller: Principal, check_id: int, minimum: Role) -> StoredCheck:
+    if not 1 <= check_id <= MAX_ID:
+        raise NotFound("check not found")
     rows = await Check.select().where(Check.id == check_id)
     if not rows:
         raise NotFound("check not found")
@@ -109,6 +111,9 @@ def choose_organization(caller: Principal, requested: int | None) -> int:
     member_of = [org for org, role in caller.roles.items() if role.rank >= Role.MEMBER.rank]
     if len(member_of) == 1:
         return member_of[0]
+    if not member_of and len(caller.roles) == 1:
+        only = next(iter(caller.roles))
+        caller.require(only, Role.MEMBER, what="organization")  # a VIEWER: 403 names the role
     reason = (
         "required: you belong to several organizations" if member_of else "required: you belong to none"
     )
