@@ -84,7 +84,9 @@ def serve(
 
     settings = _settings(database_url)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    typer.echo(f"coordinator listening on http://{host}:{port} (database: {_redacted(settings.database_url)})", err=True)
+    typer.echo(
+        f"coordinator listening on http://{host}:{port} (database: {_redacted(settings.database_url)})", err=True
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, access_log=False)
 
 
@@ -125,9 +127,7 @@ def create_user(
     settings = _settings(database_url)
 
     async def job(engine: Any) -> int:
-        return await service.create_user(
-            engine, email, password, superadmin=superadmin, organization=org, role=role
-        )
+        return await service.create_user(engine, email, password, superadmin=superadmin, organization=org, role=role)
 
     typer.echo(_run(settings, job))
 

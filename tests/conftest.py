@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Fast, weak password hashing: the suite creates hundreds of users. Set before the app is imported.
+os.environ.setdefault("HC_PASSWORD_HASHING", "cheapest")
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import secrets
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 PAT_PREFIX = "pat_"
 AGENT_KEY_PREFIX = "agk_"
 REGISTRATION_PREFIX = "reg_"
 
-_hasher = PasswordHasher()
+# HC_PASSWORD_HASHING=cheapest is for test suites only: it makes hashing fast and weak.
+_hasher = (
+    PasswordHasher.from_parameters(profiles.CHEAPEST)
+    if os.environ.get("HC_PASSWORD_HASHING") == "cheapest"
+    else PasswordHasher()
+)
 
 
 def new_token(prefix: str) -> tuple[str, str]:

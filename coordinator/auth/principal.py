@@ -97,8 +97,7 @@ async def _user_of_access_token(request: Request[Any, Any, Any], token: str) -> 
     engine = app_context(request).engine
     rows = await fetch(
         engine,
-        "SELECT id, \"user\" AS user_id, last_used_at FROM access_tokens "
-        "WHERE token_hash = {} AND revoked_at IS NULL",
+        'SELECT id, "user" AS user_id, last_used_at FROM access_tokens WHERE token_hash = {} AND revoked_at IS NULL',
         credentials.hash_token(token),
     )
     if not rows:
@@ -123,9 +122,7 @@ async def load_principal(request: Request[Any, Any, Any], user_id: int, token_id
     users = await fetch(engine, "SELECT id, email, is_superadmin FROM users WHERE id = {}", user_id)
     if not users:
         raise Unauthorized("the account no longer exists")
-    memberships = await fetch(
-        engine, "SELECT organization, role FROM memberships WHERE \"user\" = {}", user_id
-    )
+    memberships = await fetch(engine, 'SELECT organization, role FROM memberships WHERE "user" = {}', user_id)
     return Principal(
         user_id=user_id,
         email=str(users[0]["email"]),

@@ -47,8 +47,7 @@ async def create_user(
             raise AccountError(f"a user with email {address} already exists")
         rows = await fetch(
             engine,
-            "INSERT INTO users (email, password_hash, is_superadmin, created_at) "
-            "VALUES ({}, {}, {}, {}) RETURNING id",
+            "INSERT INTO users (email, password_hash, is_superadmin, created_at) VALUES ({}, {}, {}, {}) RETURNING id",
             address,
             password_hash,
             superadmin,
@@ -78,7 +77,7 @@ async def _join_or_found(engine: Engine[Any], user_id: int, organization: str, r
         role = Role.OWNER
     await execute(
         engine,
-        "INSERT INTO memberships (\"user\", organization, role) VALUES ({}, {}, {})",
+        'INSERT INTO memberships ("user", organization, role) VALUES ({}, {}, {})',
         user_id,
         org_id,
         role.value,
@@ -86,9 +85,7 @@ async def _join_or_found(engine: Engine[Any], user_id: int, organization: str, r
 
 
 async def authenticate(engine: Engine[Any], email: str, password: str) -> int | None:
-    rows = await fetch(
-        engine, "SELECT id, password_hash FROM users WHERE email = {}", email.strip().lower()
-    )
+    rows = await fetch(engine, "SELECT id, password_hash FROM users WHERE email = {}", email.strip().lower())
     stored = str(rows[0]["password_hash"]) if rows else credentials.DUMMY_PASSWORD_HASH
     ok = await credentials.verify_password(stored, password)
     return int(rows[0]["id"]) if rows and ok else None
@@ -103,7 +100,7 @@ async def organizations_of(engine: Engine[Any], user_id: int) -> list[dict[str, 
     return await fetch(
         engine,
         "SELECT o.id, o.name, m.role FROM memberships m JOIN organizations o ON o.id = m.organization "
-        "WHERE m.\"user\" = {} ORDER BY o.id",
+        'WHERE m."user" = {} ORDER BY o.id',
         user_id,
     )
 
@@ -112,8 +109,7 @@ async def create_access_token(engine: Engine[Any], user_id: int, name: str) -> t
     token, token_hash = credentials.new_token(credentials.PAT_PREFIX)
     rows = await fetch(
         engine,
-        "INSERT INTO access_tokens (\"user\", name, token_hash, created_at) "
-        "VALUES ({}, {}, {}, {}) RETURNING id",
+        'INSERT INTO access_tokens ("user", name, token_hash, created_at) VALUES ({}, {}, {}, {}) RETURNING id',
         user_id,
         name,
         token_hash,
@@ -126,7 +122,7 @@ async def list_access_tokens(engine: Engine[Any], user_id: int) -> list[dict[str
     return await fetch(
         engine,
         "SELECT id, name, created_at, last_used_at FROM access_tokens "
-        "WHERE \"user\" = {} AND revoked_at IS NULL ORDER BY id",
+        'WHERE "user" = {} AND revoked_at IS NULL ORDER BY id',
         user_id,
     )
 
@@ -136,8 +132,7 @@ async def revoke_access_token(engine: Engine[Any], user_id: int, token_id: int) 
         return False
     rows = await fetch(
         engine,
-        "UPDATE access_tokens SET revoked_at = {} "
-        "WHERE id = {} AND \"user\" = {} AND revoked_at IS NULL RETURNING id",
+        'UPDATE access_tokens SET revoked_at = {} WHERE id = {} AND "user" = {} AND revoked_at IS NULL RETURNING id',
         _now(),
         token_id,
         user_id,

@@ -25,7 +25,7 @@ class ChecksController(Controller):
         caller: Principal,
         offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-        type: CheckType | None = None,  # noqa: A002 - the API's own name for it
+        type: CheckType | None = None,
         status: Status | None = None,
         organization_id: Annotated[int | None, Parameter(ge=1, le=2_147_483_647)] = None,
     ) -> CheckPage:
@@ -42,9 +42,7 @@ class ChecksController(Controller):
         return CheckPage(total=total, offset=offset, limit=limit, checks=[c.out() for c in checks])
 
     @post("/", operation_id="createCheck", status_code=201)
-    async def create_check(
-        self, request: Request[Any, Any, Any], caller: Principal, data: CheckInput
-    ) -> CheckOut:
+    async def create_check(self, request: Request[Any, Any, Any], caller: Principal, data: CheckInput) -> CheckOut:
         """Creates a check in the caller's organization (or the one named by `organization_id`)."""
         engine = app_context(request).engine
         requested = data.organization_id if isinstance(data.organization_id, int) else None

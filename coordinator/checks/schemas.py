@@ -108,33 +108,33 @@ class CheckInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     type: CheckType | UnsetType = UNSET
     description: Description | UnsetType = UNSET
-    url: Url | None | UnsetType = UNSET
-    host: Host | None | UnsetType = UNSET
-    port: Port | None | UnsetType = UNSET
+    url: Url | UnsetType | None = UNSET
+    host: Host | UnsetType | None = UNSET
+    port: Port | UnsetType | None = UNSET
     interval: Interval | UnsetType = UNSET
     timeout: Timeout | UnsetType = UNSET
     grace_period: GracePeriod | UnsetType = UNSET
     alert_after_failures: AlertAfter | UnsetType = UNSET
-    degraded_threshold_ms: ThresholdMs | None | UnsetType = UNSET
+    degraded_threshold_ms: ThresholdMs | UnsetType | None = UNSET
     expected_status_codes: StatusCodes | UnsetType = UNSET
     content_match_enabled: bool | UnsetType = UNSET
-    content_match_text: MatchText | None | UnsetType = UNSET
+    content_match_text: MatchText | UnsetType | None = UNSET
     content_match_type: ContentMatchType | UnsetType = UNSET
     content_match_case_sensitive: bool | UnsetType = UNSET
     http_method: HttpMethod | UnsetType = UNSET
     http_headers: Headers | UnsetType = UNSET
-    http_body: Body | None | UnsetType = UNSET
+    http_body: Body | UnsetType | None = UNSET
     http_follow_redirects: bool | UnsetType = UNSET
     ssl_verify: bool | UnsetType = UNSET
     auth_method: AuthMethod | UnsetType = UNSET
-    auth_username: Annotated[str, Meta(max_length=255)] | None | UnsetType = UNSET
-    auth_password: Secret | None | UnsetType = UNSET
-    auth_bearer_token: Secret | None | UnsetType = UNSET
-    send_text: ShortText | None | UnsetType = UNSET
-    expect_text: ShortText | None | UnsetType = UNSET
+    auth_username: Annotated[str, Meta(max_length=255)] | UnsetType | None = UNSET
+    auth_password: Secret | UnsetType | None = UNSET
+    auth_bearer_token: Secret | UnsetType | None = UNSET
+    send_text: ShortText | UnsetType | None = UNSET
+    expect_text: ShortText | UnsetType | None = UNSET
     dns_record_type: DnsRecordType | UnsetType = UNSET
-    dns_expected_value: Annotated[str, Meta(max_length=255)] | None | UnsetType = UNSET
-    dns_server: Annotated[str, Meta(max_length=64)] | None | UnsetType = UNSET
+    dns_expected_value: Annotated[str, Meta(max_length=255)] | UnsetType | None = UNSET
+    dns_server: Annotated[str, Meta(max_length=64)] | UnsetType | None = UNSET
     ping_count: PingCount | UnsetType = UNSET
     geo_monitoring_enabled: bool | UnsetType = UNSET
     assigned_agent_ids: AgentIds | UnsetType = UNSET

@@ -8,9 +8,10 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+from piccolo.columns import Column
 from piccolo.engine.base import Engine
 
 from coordinator.auth.principal import Principal, Role
@@ -84,9 +85,11 @@ async def _agent_ids(engine: Engine[Any], check_ids: list[int]) -> dict[int, lis
     found: dict[int, list[int]] = {cid: [] for cid in check_ids}
     if not check_ids:
         return found
-    rows = await CheckAgent.select(CheckAgent.check, CheckAgent.agent).where(
-        CheckAgent.check.is_in(check_ids)
-    ).order_by(CheckAgent.id)
+    rows = (
+        await CheckAgent.select(CheckAgent.check, CheckAgent.agent)
+        .where(CheckAgent.check.is_in(check_ids))
+        .order_by(CheckAgent.id)
+    )
     for row in rows:
         found[int(row["check"])].append(int(row["agent"]))
     return found
@@ -114,19 +117,18 @@ def choose_organization(caller: Principal, requested: int | None) -> int:
     if not member_of and len(caller.roles) == 1:
         only = next(iter(caller.roles))
         caller.require(only, Role.MEMBER, what="organization")  # a VIEWER: 403 names the role
-    reason = (
-        "required: you belong to several organizations" if member_of else "required: you belong to none"
-    )
+    reason = "required: you belong to several organizations" if member_of else "required: you belong to none"
     raise Unprocessable.for_fields([FieldError(field="organization_id", message=reason)])
 
 
 async def _check_agents(engine: Engine[Any], organization_id: int, agent_ids: list[int]) -> None:
     if not agent_ids:
         return
+    placeholders = ", ".join("{}" for _ in agent_ids)  # placeholders only: the ids are bound
     rows = await fetch(
         engine,
-        "SELECT id FROM agents WHERE id IN ({}) AND organization = {} AND mode = 'private' "
-        "AND revoked_at IS NULL".format(", ".join("{}" for _ in agent_ids), "{}"),
+        f"SELECT id FROM agents WHERE id IN ({placeholders}) AND organization = {{}} "  # noqa: S608
+        "AND mode = 'private' AND revoked_at IS NULL",
         *agent_ids,
         organization_id,
     )
@@ -153,11 +155,9 @@ def _row_values(fields: CheckFields) -> dict[str, Any]:
 
 
 async def _set_agents(engine: Engine[Any], check_id: int, agent_ids: list[int]) -> None:
-    await execute(engine, "DELETE FROM check_agents WHERE \"check\" = {}", check_id)
+    await execute(engine, 'DELETE FROM check_agents WHERE "check" = {}', check_id)
     for agent_id in agent_ids:
-        await execute(
-            engine, "INSERT INTO check_agents (\"check\", agent) VALUES ({}, {})", check_id, agent_id
-        )
+        await execute(engine, 'INSERT INTO check_agents ("check", agent) VALUES ({}, {})', check_id, agent_id)
 
 
 async def create_check(engine: Engine[Any], organization_id: int, fields: CheckFields) -> int:
@@ -190,7 +190,7 @@ async def update_check(engine: Engine[Any], stored: StoredCheck, fields: CheckFi
     elif stored.status == "PAUSED":
         values["status"] = "UNKNOWN"
     async with engine.transaction():
-        await Check.update(values).where(Check.id == stored.id)
+        await Check.update(cast("dict[Column | str, Any]", values)).where(Check.id == stored.id)
         if fields.assigned_agent_ids != stored.fields.assigned_agent_ids:
             await _set_agents(engine, stored.id, fields.assigned_agent_ids)
 

@@ -142,4 +142,5 @@ async def test_failed_logins_are_rate_limited_with_retry_after(client: Any) -> N
 
 async def test_signing_key_is_shared_through_the_database(client: Any) -> None:
     rows = await db_fetch(client, "SELECT value FROM instance_secrets WHERE name = 'jwt_signing_key'")
-    assert rows and rows[0]["value"] == client.app.state["ctx"].jwt_key
+    assert rows
+    assert rows[0]["value"] == client.app.state["ctx"].jwt_key

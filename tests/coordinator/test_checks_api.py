@@ -174,7 +174,7 @@ async def test_write_only_secrets_appear_in_no_response(client: Any) -> None:
         assert response.status_code in (200, 201), response.text
         assert "hunter2-secret" not in response.text
         assert "tok-very-secret" not in response.text
-        assert "auth_password\"" not in response.text.replace("auth_password_set\"", "")
+        assert 'auth_password"' not in response.text.replace('auth_password_set"', "")
     # PUT without the secrets keeps them: the client could not have read them back.
     assert responses[-1].json()["auth_password_set"] is True
     cleared = await client.patch(f"/api/checks/{check_id}", json={"auth_password": None}, headers=member.headers)

@@ -15,8 +15,26 @@ pytestmark = pytest.mark.asyncio
 VALID = {"name": "site", "type": "uptime", "url": "https://example.com", "interval": 60}
 
 WEIRD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 2**63, -(2**63) - 1, 1e308, 0.5, "", "x" * 100_000, "\u0000", "💥",
-    [], [None], {}, {"a": {"b": {"c": []}}}, "NaN", "1e999", [1] * 1000,
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    -(2**63) - 1,
+    1e308,
+    0.5,
+    "",
+    "x" * 100_000,
+    "\u0000",
+    "💥",
+    [],
+    [None],
+    {},
+    {"a": {"b": {"c": []}}},
+    "NaN",
+    "1e999",
+    [1] * 1000,
 ]
 
 
@@ -25,16 +43,33 @@ async def _assert_client_error(response: Any) -> None:
     if response.status_code >= 400:
         body = response.json()
         assert body["status_code"] == response.status_code
-        assert isinstance(body["detail"], str) and body["detail"]
+        assert isinstance(body["detail"], str)
+        assert body["detail"]
 
 
 async def test_every_field_with_every_weird_value_is_a_client_error(client: Any) -> None:
     member = await make_person(client, "member@example.com")
     fields = [
-        "name", "type", "url", "host", "port", "interval", "timeout", "grace_period",
-        "expected_status_codes", "content_match_type", "content_match_text", "http_headers",
-        "check_source_critical", "assigned_agent_ids", "assigned_agent_id", "is_active",
-        "degraded_threshold_ms", "organization_id", "dns_server", "http_method",
+        "name",
+        "type",
+        "url",
+        "host",
+        "port",
+        "interval",
+        "timeout",
+        "grace_period",
+        "expected_status_codes",
+        "content_match_type",
+        "content_match_text",
+        "http_headers",
+        "check_source_critical",
+        "assigned_agent_ids",
+        "assigned_agent_id",
+        "is_active",
+        "degraded_threshold_ms",
+        "organization_id",
+        "dns_server",
+        "http_method",
     ]
     for field in fields:
         for value in WEIRD_VALUES:
@@ -54,7 +89,7 @@ async def test_every_field_with_every_weird_value_is_a_client_error(client: Any)
         (b"name: site", "text/yaml"),
         (b"\xff\xfe\x00garbage", "application/json"),
         (json.dumps(VALID).encode(), "text/plain"),
-        (b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n", "multipart/form-data; boundary=b"),
+        (b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n--b--\r\n', "multipart/form-data; boundary=b"),
         (b"[" * 10_000 + b"]" * 10_000, "application/json"),
     ],
 )
@@ -80,12 +115,22 @@ async def test_a_body_over_the_size_limit_answers_413(client: Any) -> None:
 async def test_bad_path_and_query_values_are_client_errors(client: Any) -> None:
     member = await make_person(client, "member@example.com")
     for path in (
-        "/api/checks/abc", "/api/checks/-1", "/api/checks/99999999999999999999999", "/api/checks/1.5",
-        "/api/checks/?limit=1e9", "/api/checks/?offset=%00", "/api/users/me/tokens/x", "/api/nowhere",
+        "/api/checks/abc",
+        "/api/checks/-1",
+        "/api/checks/99999999999999999999999",
+        "/api/checks/1.5",
+        "/api/checks/?limit=1e9",
+        "/api/checks/?offset=%00",
+        "/api/users/me/tokens/x",
+        "/api/nowhere",
     ):
         await _assert_client_error(await client.get(path, headers=member.headers))
         await _assert_client_error(await client.delete(path, headers=member.headers))
-    odd_headers = [{"Authorization": "Basic abc"}, {"Authorization": "Bearer"}, {"Authorization": "Bearer " + "a" * 10_000}]
+    odd_headers = [
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer " + "a" * 10_000},
+    ]
     for headers in odd_headers:
         await _assert_client_error(await client.get("/api/checks/", headers=headers))
 
@@ -94,8 +139,11 @@ async def test_randomly_mutated_check_bodies_never_cause_a_500(client: Any) -> N
     member = await make_person(client, "member@example.com")
     rng = random.Random(20261129)
     base = {
-        **VALID, "expected_status_codes": [200], "content_match_enabled": True,
-        "content_match_text": "Welcome", "check_source_critical": {"geo:EU-PL": True},
+        **VALID,
+        "expected_status_codes": [200],
+        "content_match_enabled": True,
+        "content_match_text": "Welcome",
+        "check_source_critical": {"geo:EU-PL": True},
     }
     keys = [*base, "port", "host", "send_text", "auth_method", "unknown_key"]
     for _ in range(150):
@@ -105,7 +153,7 @@ async def test_randomly_mutated_check_bodies_never_cause_a_500(client: Any) -> N
             if rng.random() < 0.2:
                 body.pop(key, None)
             else:
-                body[key] = rng.choice(WEIRD_VALUES + [rng.randint(-5, 100_000), "tcp", "regex", "basic"])
+                body[key] = rng.choice([*WEIRD_VALUES, rng.randint(-5, 100_000), "tcp", "regex", "basic"])
         response = await client.post("/api/checks/", json=body, headers=member.headers)
         await _assert_client_error(response)
         if response.status_code == 201:

@@ -34,15 +34,15 @@ ACTIONS: dict[str, tuple[str, str, Any]] = {
 
 #                  list  read  create patch put  delete me   tok.c tok.l
 EXPECTED: dict[str, tuple[int, ...]] = {
-    "anonymous":     (401, 401, 401, 401, 401, 401, 401, 401, 401),
-    "viewer":        (200, 200, 403, 403, 403, 403, 200, 201, 200),
-    "member":        (200, 200, 201, 200, 200, 204, 200, 201, 200),
-    "admin":         (200, 200, 201, 200, 200, 204, 200, 201, 200),
-    "other_org":     (200, 404, 201, 404, 404, 404, 200, 201, 200),
-    "member_pat":    (200, 200, 201, 200, 200, 204, 200, 201, 200),
-    "revoked_pat":   (401, 401, 401, 401, 401, 401, 401, 401, 401),
-    "expired_jwt":   (401, 401, 401, 401, 401, 401, 401, 401, 401),
-    "superadmin":    (200, 200, 422, 200, 200, 204, 200, 201, 200),
+    "anonymous": (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    "viewer": (200, 200, 403, 403, 403, 403, 200, 201, 200),
+    "member": (200, 200, 201, 200, 200, 204, 200, 201, 200),
+    "admin": (200, 200, 201, 200, 200, 204, 200, 201, 200),
+    "other_org": (200, 404, 201, 404, 404, 404, 200, 201, 200),
+    "member_pat": (200, 200, 201, 200, 200, 204, 200, 201, 200),
+    "revoked_pat": (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    "expired_jwt": (401, 401, 401, 401, 401, 401, 401, 401, 401),
+    "superadmin": (200, 200, 422, 200, 200, 204, 200, 201, 200),
 }
 
 
@@ -90,7 +90,7 @@ async def test_role_by_endpoint_matrix(client: Any, caller: str) -> None:
         if response.status_code >= 400:
             assert response.json()["status_code"] == response.status_code, action
         got.append(response.status_code)
-    assert dict(zip(ACTIONS, got)) == dict(zip(ACTIONS, EXPECTED[caller]))
+    assert dict(zip(ACTIONS, got, strict=True)) == dict(zip(ACTIONS, EXPECTED[caller], strict=True))
 
 
 async def test_another_organization_never_sees_a_check_in_listings(client: Any) -> None:
