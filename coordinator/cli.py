@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -87,7 +88,15 @@ def serve(
     typer.echo(
         f"coordinator listening on http://{host}:{port} (database: {_redacted(settings.database_url)})", err=True
     )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again to the handler
+    # that was there before it; this one turns that into exit code 0, the contract's "ok".
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _exit_ok)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level, access_log=False)
+
+
+def _exit_ok(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _redacted(url: str) -> str:
