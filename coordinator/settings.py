@@ -34,6 +34,12 @@ class Settings:
     central_allow_private: bool = False
     results_retention_days: int = 30
     log_level: str = "info"
+    # Seconds between an agent's heartbeats; it is offline once three of them are missed.
+    agent_heartbeat_interval: int = 30
+    # After a key rotation the previous key keeps working this long, so the agent can switch over.
+    agent_key_overlap_seconds: int = 600
+    # How often the background jobs look for agents gone offline (and, hourly, prune old results).
+    agent_jobs_interval_seconds: float = 5.0
 
     @property
     def is_sqlite(self) -> bool:
@@ -81,14 +87,15 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         secret_key=env.get("HC_SECRET_KEY", ""),
         jwt_ttl_seconds=_int(env, "HC_JWT_TTL_SECONDS", 12 * 3600, minimum=60),
         login_attempts_per_minute=_int(env, "HC_LOGIN_ATTEMPTS_PER_MINUTE", 10, minimum=1),
-        login_attempts_per_minute_per_address=_int(
-            env, "HC_LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 30, minimum=1
-        ),
+        login_attempts_per_minute_per_address=_int(env, "HC_LOGIN_ATTEMPTS_PER_MINUTE_PER_ADDRESS", 30, minimum=1),
         max_request_bytes=_int(env, "HC_MAX_REQUEST_BYTES", 1_048_576, minimum=1024),
         trusted_proxies=proxies,
         central_allow_private=_bool(env, "HC_CENTRAL_ALLOW_PRIVATE", False),
         results_retention_days=_int(env, "HC_RESULTS_RETENTION_DAYS", 30, minimum=1),
         log_level=env.get("HC_LOG_LEVEL", "info").lower(),
+        agent_heartbeat_interval=_int(env, "HC_AGENT_HEARTBEAT_INTERVAL", 30, minimum=5),
+        agent_key_overlap_seconds=_int(env, "HC_AGENT_KEY_OVERLAP_SECONDS", 600, minimum=0),
+        agent_jobs_interval_seconds=float(_int(env, "HC_AGENT_JOBS_INTERVAL_SECONDS", 5, minimum=1)),
     )
 
 
@@ -97,6 +104,4 @@ def check_database_url(url: str) -> None:
         return
     if url.startswith(("postgresql://", "postgres://")):
         return
-    raise SettingsError(
-        f"HC_DATABASE_URL={url!r}: expected sqlite:///path/file.db or postgresql://user@host:port/db"
-    )
+    raise SettingsError(f"HC_DATABASE_URL={url!r}: expected sqlite:///path/file.db or postgresql://user@host:port/db")

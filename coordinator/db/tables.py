@@ -87,6 +87,8 @@ class Agent(Table, tablename="agents"):
     spool_depth = Integer(default=0)
     revoked_at = Timestamptz(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
+    clock_suspect = Boolean(default=False)
+    published_status = Varchar(length=8, default="offline")
 
 
 class RegistrationToken(Table, tablename="registration_tokens"):
@@ -154,6 +156,23 @@ class CheckAgent(Table, tablename="check_agents"):
     agent = ForeignKey(Agent, on_delete=OnDelete.cascade, index=True)
 
 
+class Result(Table, tablename="results"):
+    """One probe result as an agent sent it, with the source and receive time the server decided."""
+
+    id = Serial(primary_key=True)
+    result_id = Varchar(length=36, unique=True)
+    check = ForeignKey(Check, on_delete=OnDelete.cascade)
+    source = Varchar(length=64)
+    agent = Integer(null=True, default=None)
+    started_at = Timestamptz()
+    received_at = Timestamptz(index=True)
+    success = Boolean()
+    response_time_ms = Float(null=True, default=None)
+    status_code = Integer(null=True, default=None)
+    error = Text(null=True, default=None)
+    details = JSON(default="{}")
+
+
 ALL_TABLES: tuple[type[Table], ...] = (
     InstanceSecret,
     User,
@@ -165,4 +184,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RegistrationToken,
     Check,
     CheckAgent,
+    Result,
 )
