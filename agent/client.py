@@ -117,7 +117,7 @@ class RegisterResponse(msgspec.Struct, kw_only=True):
         )
 
 
-class HeartbeatRequest(msgspec.Struct, kw_only=True):
+class HeartbeatRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str
     hostname: str
     sent_at: datetime
