@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ import httpx
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_DIR = ROOT / ".hc-demo"
+DEMO_DIR = ROOT / ".hc-demo"  # --state-dir changes it
 BIN = Path(sys.executable).parent
 ADMIN_EMAIL = "admin@example.com"
 
@@ -78,8 +79,12 @@ async def wait_healthy(base: str, process: subprocess.Popen[bytes]) -> None:
 
 
 async def main(port: int, target_port: int, once: bool) -> int:
+    marker = DEMO_DIR / ".hc-demo-state"
+    if DEMO_DIR.exists() and any(DEMO_DIR.iterdir()) and not marker.exists():
+        sys.exit(f"demo: {DEMO_DIR} holds files the demo did not make; choose another --state-dir")
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir()
+    DEMO_DIR.mkdir(parents=True)
+    marker.touch()
     env = {**os.environ, "HC_DATA_DIR": str(DEMO_DIR / "coordinator"), "HC_DATABASE_URL": ""}
     env.pop("HC_DATABASE_URL")
     base = f"http://127.0.0.1:{port}"
@@ -161,7 +166,7 @@ async def main(port: int, target_port: int, once: bool) -> int:
                 "expected_status_codes": [200],
             },
             {"name": "Coordinator port", "type": "tcp", "host": "127.0.0.1", "port": port, "interval": 10},
-            {"name": "Localhost resolves", "type": "dns", "host": "localhost", "interval": 30, "dns_server": None},
+            {"name": "Loopback ping", "type": "icmp", "host": "127.0.0.1", "interval": 10, "ping_count": 3},
         ]
         created = []
         for body in checks:
@@ -201,10 +206,27 @@ Try:
         await targets.cleanup()
 
 
+def latest_results(database: Path) -> dict[int, tuple[int, bool, str | None]]:
+    """Per check: results stored, and whether the newest succeeded (with its error).
+
+    Read from the demo's own embedded database: until the status engine serves per-source
+    summaries, this is the plainest way to watch results arrive.
+    """
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            'SELECT "check", COUNT(*), '
+            '(SELECT success FROM results r2 WHERE r2."check" = r."check" ORDER BY started_at DESC LIMIT 1), '
+            '(SELECT error FROM results r2 WHERE r2."check" = r."check" ORDER BY started_at DESC LIMIT 1) '
+            'FROM results r GROUP BY "check"'
+        ).fetchall()
+    return {int(check): (int(count), bool(ok), error) for check, count, ok, error in rows}
+
+
 async def watch(
     api: httpx.AsyncClient, agent: subprocess.Popen[bytes], checks: list[dict], agent_id: int, once: bool
 ) -> int:
-    """Prints what the coordinator knows every few seconds; with --once, stops at the first results."""
+    """Prints what has arrived every few seconds; with --once, stops when every check has results."""
+    database = DEMO_DIR / "coordinator" / "coordinator.db"
     deadline = time.monotonic() + 90
     while True:
         await asyncio.sleep(3)
@@ -212,22 +234,20 @@ async def watch(
             print(f"demo: the agent exited with {agent.returncode}; see .hc-demo/agent.log", file=sys.stderr)
             return 1
         info = (await api.get(f"/api/agents/{agent_id}")).json()
-        statuses = []
+        results = latest_results(database)
+        lines = []
         for check in checks:
-            current = (await api.get(f"/api/checks/{check['id']}")).json()
-            statuses.append(f"{current['name']}: {current['status']}")
-        results = info.get("results_received", info.get("running_checks", 0))
-        print(
-            f"[{time.strftime('%H:%M:%S')}] agent {info.get('status')}, last seen {info.get('last_seen')}; "
-            + "; ".join(statuses),
-            flush=True,
-        )
+            count, ok, error = results.get(check["id"], (0, False, None))
+            outcome = "no result yet" if not count else ("ok" if ok else f"failing: {error}")
+            lines.append(f"    {check['name']:<20} {count:>4} results, latest {outcome}")
+        print(f"[{time.strftime('%H:%M:%S')}] agent #{agent_id} {info.get('status')}", flush=True)
+        print("\n".join(lines), flush=True)
         if once:
-            if info.get("status") == "online" and info.get("last_seen") and results:
-                print("demo: first results stored; stopping (--once)")
+            if all(results.get(check["id"]) for check in checks):
+                print("demo: every check has results; stopping (--once)")
                 return 0
             if time.monotonic() > deadline:
-                print("demo: no results within 90 s", file=sys.stderr)
+                print("demo: not every check had results within 90 s", file=sys.stderr)
                 return 1
 
 
@@ -236,7 +256,9 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--target-port", type=int, default=8081)
     parser.add_argument("--once", action="store_true")
+    parser.add_argument("--state-dir", type=Path, default=DEMO_DIR, help="reset on every run (default .hc-demo)")
     options = parser.parse_args()
+    DEMO_DIR = options.state_dir.resolve()
     try:
         sys.exit(asyncio.run(main(options.port, options.target_port, options.once)))
     except KeyboardInterrupt:
