@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
 
 from coordinator.agents import assignment, results, service
 from coordinator.agents.auth import AuthenticatedAgent
@@ -38,7 +39,7 @@ from coordinator.context import app_context
 from coordinator.errors import FieldError, NotFound, Unprocessable
 from coordinator.events.bus import event_bus
 
-PathId = Annotated[int, Parameter(ge=1, le=MAX_ID)]
+PathId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 
 def _base_url(request: Request[Any, Any, Any]) -> str:
@@ -53,7 +54,7 @@ class AgentsController(Controller):
 
     @post("/registration-token", operation_id="createRegistrationToken", status_code=201)
     async def create_registration_token(
-        self, request: Request[Any, Any, Any], caller: Principal, data: RegistrationTokenIn
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], data: JSONBody[RegistrationTokenIn]
     ) -> RegistrationTokenOut:
         """A single-use token, valid one hour, that buys one agent: private (ADMIN+) or geo (superadmin)."""
         return await service.create_registration_token(
@@ -61,7 +62,7 @@ class AgentsController(Controller):
         )
 
     @post("/register", operation_id="registerAgent", status_code=201)
-    async def register(self, request: Request[Any, Any, Any], data: RegisterIn) -> RegisterOut:
+    async def register(self, request: Request[Any, Any, Any], data: JSONBody[RegisterIn]) -> RegisterOut:
         """Trades a registration token for the agent's key (`agk_…`, shown only here). No other auth."""
         ctx = app_context(request)
         return await service.register(
@@ -72,7 +73,7 @@ class AgentsController(Controller):
 
     @post("/heartbeat", operation_id="agentHeartbeat", status_code=200)
     async def heartbeat(
-        self, request: Request[Any, Any, Any], agent: AuthenticatedAgent, data: HeartbeatIn
+        self, request: Request[Any, Any, Any], agent: NamedDependency[AuthenticatedAgent], data: JSONBody[HeartbeatIn]
     ) -> HeartbeatOut:
         engine = app_context(request).engine
         now = clock_of(request).now()
@@ -85,7 +86,9 @@ class AgentsController(Controller):
         )
 
     @get("/checks", operation_id="agentChecks")
-    async def checks(self, request: Request[Any, Any, Any], agent: AuthenticatedAgent) -> Response[Any]:
+    async def checks(
+        self, request: Request[Any, Any, Any], agent: NamedDependency[AuthenticatedAgent]
+    ) -> Response[Any]:
         """The checks this agent runs, secrets included; 304 when If-None-Match still matches."""
         specs = await assignment.assigned_specs(app_context(request).engine, agent, clock_of(request).now())
         etag = assignment.etag_of(specs)
@@ -101,7 +104,7 @@ class AgentsController(Controller):
         request_max_body_size=results.MAX_BYTES,
     )
     async def post_results(
-        self, request: Request[Any, Any, Any], agent: AuthenticatedAgent, data: ResultsIn
+        self, request: Request[Any, Any, Any], agent: NamedDependency[AuthenticatedAgent], data: JSONBody[ResultsIn]
     ) -> ResultsOut:
         """Up to 1000 results or 1 MiB (413 past either). Each is accepted, a duplicate, or rejected."""
         return await results.ingest(app_context(request).engine, agent, data.results, clock_of(request).now())
@@ -109,20 +112,20 @@ class AgentsController(Controller):
     # --- agents for people --------------------------------------------------------------------
 
     @get("/", operation_id="listAgents")
-    async def list_agents(self, request: Request[Any, Any, Any], caller: Principal) -> list[AgentOut]:
+    async def list_agents(self, request: Request[Any, Any, Any], caller: NamedDependency[Principal]) -> list[AgentOut]:
         """The agents of the caller's organizations (every agent, geo ones too, for a superadmin)."""
         return await service.list_agents(app_context(request).engine, caller, clock_of(request).now())
 
     @get("/{agent_id:int}", operation_id="getAgent")
     async def get_agent(
-        self, request: Request[Any, Any, Any], caller: Principal, agent_id: PathId
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], agent_id: PathId
     ) -> AgentOut:
         row = await service.get_agent_row(app_context(request).engine, caller, agent_id, Role.VIEWER)
         return service.agent_out(row, clock_of(request).now())
 
     @delete("/{agent_id:int}", operation_id="revokeAgent", status_code=204)
     async def revoke_agent(
-        self, request: Request[Any, Any, Any], caller: Principal, agent_id: PathId
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], agent_id: PathId
     ) -> None:
         """Revokes the agent: its keys answer 401 from now on."""
         engine = app_context(request).engine
@@ -131,7 +134,7 @@ class AgentsController(Controller):
 
     @post("/{agent_id:int}/rotate-key", operation_id="rotateAgentKey", status_code=201)
     async def rotate_key(
-        self, request: Request[Any, Any, Any], caller: Principal, agent_id: PathId
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], agent_id: PathId
     ) -> RotatedKey:
         """A new key, shown only here; the previous one keeps working until `previous_key_expires_at`."""
         ctx = app_context(request)
@@ -144,13 +147,13 @@ class AgentsController(Controller):
 
     @get("/geo-locations", operation_id="listGeoLocations")
     async def list_geo_locations(
-        self, request: Request[Any, Any, Any], caller: Principal
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal]
     ) -> list[GeoLocationOut]:
         return await service.list_geo_locations(app_context(request).engine, clock_of(request).now())
 
     @post("/geo-locations", operation_id="addGeoLocation", status_code=201)
     async def add_geo_location(
-        self, request: Request[Any, Any, Any], caller: Principal, data: GeoLocationIn
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], data: JSONBody[GeoLocationIn]
     ) -> GeoLocationOut:
         """Superadmin only."""
         return await service.add_geo_location(app_context(request).engine, caller, data)
@@ -162,7 +165,7 @@ class OrganizationAgentsController(Controller):
 
     @get("/", operation_id="listOrganizationAgents")
     async def list_agents(
-        self, request: Request[Any, Any, Any], caller: Principal, organization_id: PathId
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], organization_id: PathId
     ) -> AgentList:
         agents = await service.list_agents(
             app_context(request).engine, caller, clock_of(request).now(), organization_id=organization_id
@@ -171,7 +174,11 @@ class OrganizationAgentsController(Controller):
 
     @delete("/{agent_id:int}", operation_id="revokeOrganizationAgent", status_code=204)
     async def revoke_agent(
-        self, request: Request[Any, Any, Any], caller: Principal, organization_id: PathId, agent_id: PathId
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Principal],
+        organization_id: PathId,
+        agent_id: PathId,
     ) -> None:
         engine = app_context(request).engine
         caller.require(organization_id, Role.ADMIN, what="organization")
@@ -184,9 +191,9 @@ class OrganizationAgentsController(Controller):
     async def create_registration_token(
         self,
         request: Request[Any, Any, Any],
-        caller: Principal,
+        caller: NamedDependency[Principal],
         organization_id: PathId,
-        data: RegistrationTokenIn,
+        data: JSONBody[RegistrationTokenIn],
     ) -> RegistrationTokenOut:
         """As POST /api/agents/registration-token, for a private agent of this organization."""
         problems = []

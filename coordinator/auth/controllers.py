@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import Cookie
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, URLEncodedBody
 
 from coordinator.auth import service, sessions
 from coordinator.auth.principal import Principal
@@ -66,7 +66,7 @@ class AuthController(Controller):
     async def login(
         self,
         request: Request[Any, Any, Any],
-        data: Annotated[LoginForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        data: URLEncodedBody[LoginForm],
     ) -> Response[TokenResponse]:
         """Trades an email (`username`) and password for a session JWT, also set as an HttpOnly cookie."""
         ctx = app_context(request)
@@ -102,7 +102,7 @@ class UsersController(Controller):
     tags = ["users"]
 
     @get("/", operation_id="getCurrentUser")
-    async def me(self, request: Request[Any, Any, Any], caller: Principal) -> Me:
+    async def me(self, request: Request[Any, Any, Any], caller: NamedDependency[Principal]) -> Me:
         orgs = await service.organizations_of(app_context(request).engine, caller.user_id)
         return Me(
             id=caller.user_id,
@@ -113,7 +113,7 @@ class UsersController(Controller):
 
     @post("/tokens", operation_id="createAccessToken", status_code=201)
     async def create_token(
-        self, request: Request[Any, Any, Any], caller: Principal, data: NewAccessToken
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], data: JSONBody[NewAccessToken]
     ) -> CreatedAccessToken:
         """Creates a personal access token (`pat_…`); the token is shown only in this answer."""
         token_id, token = await service.create_access_token(
@@ -122,11 +122,15 @@ class UsersController(Controller):
         return CreatedAccessToken(id=token_id, name=data.name, token=token)
 
     @get("/tokens", operation_id="listAccessTokens")
-    async def list_tokens(self, request: Request[Any, Any, Any], caller: Principal) -> list[AccessTokenInfo]:
+    async def list_tokens(
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal]
+    ) -> list[AccessTokenInfo]:
         rows = await service.list_access_tokens(app_context(request).engine, caller.user_id)
         return [msgspec.convert(r, AccessTokenInfo) for r in rows]
 
     @delete("/tokens/{token_id:int}", operation_id="revokeAccessToken", status_code=204)
-    async def revoke_token(self, request: Request[Any, Any, Any], caller: Principal, token_id: int) -> None:
+    async def revoke_token(
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], token_id: FromPath[int]
+    ) -> None:
         if not await service.revoke_access_token(app_context(request).engine, caller.user_id, token_id):
             raise NotFound("access token not found")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from coordinator.auth.principal import Principal, Role
 from coordinator.checks import service, validation
@@ -22,12 +23,12 @@ class ChecksController(Controller):
     async def list_checks(
         self,
         request: Request[Any, Any, Any],
-        caller: Principal,
-        offset: Annotated[int, Parameter(ge=0, le=10_000_000)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-        type: CheckType | None = None,
-        status: Status | None = None,
-        organization_id: Annotated[int | None, Parameter(ge=1, le=2_147_483_647)] = None,
+        caller: NamedDependency[Principal],
+        offset: Annotated[int, QueryParameter(ge=0, le=10_000_000)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        type: FromQuery[CheckType | None] = None,
+        status: FromQuery[Status | None] = None,
+        organization_id: Annotated[int | None, QueryParameter(ge=1, le=2_147_483_647)] = None,
     ) -> CheckPage:
         """The caller's checks, oldest first, `limit` at a time (default 100, at most 500)."""
         total, checks = await service.list_checks(
@@ -42,7 +43,9 @@ class ChecksController(Controller):
         return CheckPage(total=total, offset=offset, limit=limit, checks=[c.out() for c in checks])
 
     @post("/", operation_id="createCheck", status_code=201)
-    async def create_check(self, request: Request[Any, Any, Any], caller: Principal, data: CheckInput) -> CheckOut:
+    async def create_check(
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], data: JSONBody[CheckInput]
+    ) -> CheckOut:
         """Creates a check in the caller's organization (or the one named by `organization_id`)."""
         engine = app_context(request).engine
         requested = data.organization_id if isinstance(data.organization_id, int) else None
@@ -52,12 +55,18 @@ class ChecksController(Controller):
         return (await service.get_check(engine, caller, check_id, Role.VIEWER)).out()
 
     @get("/{check_id:int}", operation_id="getCheck")
-    async def get_check(self, request: Request[Any, Any, Any], caller: Principal, check_id: int) -> CheckOut:
+    async def get_check(
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: FromPath[int]
+    ) -> CheckOut:
         return (await service.get_check(app_context(request).engine, caller, check_id, Role.VIEWER)).out()
 
     @put("/{check_id:int}", operation_id="replaceCheck")
     async def replace_check(
-        self, request: Request[Any, Any, Any], caller: Principal, check_id: int, data: CheckInput
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Principal],
+        check_id: FromPath[int],
+        data: JSONBody[CheckInput],
     ) -> CheckOut:
         """Replaces every field; write-only secrets left out are kept, null clears them."""
         engine = app_context(request).engine
@@ -68,7 +77,11 @@ class ChecksController(Controller):
 
     @patch("/{check_id:int}", operation_id="updateCheck")
     async def update_check(
-        self, request: Request[Any, Any, Any], caller: Principal, check_id: int, data: CheckInput
+        self,
+        request: Request[Any, Any, Any],
+        caller: NamedDependency[Principal],
+        check_id: FromPath[int],
+        data: JSONBody[CheckInput],
     ) -> CheckOut:
         """Changes the fields sent and keeps the others."""
         engine = app_context(request).engine
@@ -78,7 +91,9 @@ class ChecksController(Controller):
         return (await service.get_check(engine, caller, check_id, Role.VIEWER)).out()
 
     @delete("/{check_id:int}", operation_id="deleteCheck", status_code=204)
-    async def delete_check(self, request: Request[Any, Any, Any], caller: Principal, check_id: int) -> None:
+    async def delete_check(
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: FromPath[int]
+    ) -> None:
         engine = app_context(request).engine
         await service.get_check(engine, caller, check_id, Role.MEMBER)
         await service.delete_check(engine, check_id)
