@@ -47,9 +47,7 @@ async def _private_specs(engine: Engine[Any], agent_id: int) -> list[CheckSpec]:
     return [_spec(row) for row in rows]
 
 
-async def _geo_specs(
-    engine: Engine[Any], agent: AuthenticatedAgent, now: datetime.datetime
-) -> list[CheckSpec]:
+async def _geo_specs(engine: Engine[Any], agent: AuthenticatedAgent, now: datetime.datetime) -> list[CheckSpec]:
     online = (await online_geo_agents(engine, now, agent.location_id)).get(agent.location_id or "", [])
     if agent.id not in online:
         # An agent that has not heartbeated lately runs nothing: its location's other agents,
@@ -70,9 +68,7 @@ async def _geo_specs(
     return [_spec(row) for row in rows]
 
 
-async def assigned_specs(
-    engine: Engine[Any], agent: AuthenticatedAgent, now: datetime.datetime
-) -> list[CheckSpec]:
+async def assigned_specs(engine: Engine[Any], agent: AuthenticatedAgent, now: datetime.datetime) -> list[CheckSpec]:
     if agent.mode == "geo":
         return await _geo_specs(engine, agent, now)
     return await _private_specs(engine, agent.id)
@@ -95,9 +91,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-async def accepted_check_ids(
-    engine: Engine[Any], agent: AuthenticatedAgent, check_ids: list[int]
-) -> set[int]:
+async def accepted_check_ids(engine: Engine[Any], agent: AuthenticatedAgent, check_ids: list[int]) -> set[int]:
     """Those of `check_ids` this agent's results are taken for.
 
     A private agent: the checks that list it. A geo agent: any geo-enabled check, not only the ones

@@ -31,6 +31,18 @@ class AuthenticatedAgent:
     location_id: str | None
     heartbeat_interval: int
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> AuthenticatedAgent:
+        """From a row of the agents table."""
+        return cls(
+            id=int(row["id"]),
+            name=str(row["name"]),
+            mode=str(row["mode"]),
+            organization_id=None if row["organization"] is None else int(row["organization"]),
+            location_id=row["location_id"],
+            heartbeat_interval=int(row["heartbeat_interval"]),
+        )
+
     @property
     def source(self) -> str:
         """The source its results count for: decided here, never by the agent."""
@@ -63,11 +75,4 @@ async def provide_agent(request: Request[Any, Any, Any]) -> AuthenticatedAgent:
     row = rows[0]
     if row["revoked_at"] is not None:
         raise Unauthorized("this agent has been revoked")
-    return AuthenticatedAgent(
-        id=int(row["id"]),
-        name=str(row["name"]),
-        mode=str(row["mode"]),
-        organization_id=None if row["organization"] is None else int(row["organization"]),
-        location_id=row["location_id"],
-        heartbeat_interval=int(row["heartbeat_interval"]),
-    )
+    return AuthenticatedAgent.from_row(row)

@@ -65,9 +65,7 @@ class AgentsController(Controller):
     async def register(self, request: Request[Any, Any, Any], data: JSONBody[RegisterIn]) -> RegisterOut:
         """Trades a registration token for the agent's key (`agk_…`, shown only here). No other auth."""
         ctx = app_context(request)
-        return await service.register(
-            ctx.engine, data, ctx.settings.agent_heartbeat_interval, clock_of(request).now()
-        )
+        return await service.register(ctx.engine, data, ctx.settings.agent_heartbeat_interval, clock_of(request).now())
 
     # --- the agent's own endpoints ------------------------------------------------------------
 

@@ -18,9 +18,10 @@ from typing import Any
 
 from piccolo.engine.base import Engine
 
+from coordinator.agents.auth import AuthenticatedAgent
 from coordinator.agents.clock import Clock
 from coordinator.agents.liveness import status_of
-from coordinator.agents.service import as_authenticated, publish_status_change
+from coordinator.agents.service import publish_status_change
 from coordinator.db.sql import execute, fetch
 from coordinator.events.bus import EventBus
 from coordinator.settings import Settings
@@ -40,9 +41,7 @@ class JobReport:
     results_pruned: int | None = None  # None: retention did not run this round
 
 
-async def publish_status_changes(
-    engine: Engine[Any], bus: EventBus, now: datetime.datetime
-) -> list[tuple[int, str]]:
+async def publish_status_changes(engine: Engine[Any], bus: EventBus, now: datetime.datetime) -> list[tuple[int, str]]:
     """Publishes `agent.status` for every agent whose status differs from the one last published."""
     rows = await fetch(
         engine,
@@ -53,7 +52,7 @@ async def publish_status_changes(
     for row in rows:
         status = status_of(row["last_seen"], int(row["heartbeat_interval"]), False, now)
         if status != row["published_status"] and await publish_status_change(
-            engine, bus, as_authenticated(row), status, now
+            engine, bus, AuthenticatedAgent.from_row(row), status, now
         ):
             changes.append((int(row["id"]), status))
     return changes
@@ -66,8 +65,7 @@ async def prune_results(engine: Engine[Any], now: datetime.datetime, retention_d
     while True:
         rows = await fetch(
             engine,
-            "DELETE FROM results WHERE id IN "
-            "(SELECT id FROM results WHERE received_at < {} LIMIT {}) RETURNING id",
+            "DELETE FROM results WHERE id IN (SELECT id FROM results WHERE received_at < {} LIMIT {}) RETURNING id",
             cutoff,
             _DELETE_SLICE,
         )
@@ -94,9 +92,7 @@ class AgentJobs:
         now = now if now is not None else self._clock.now()
         report = JobReport(status_changes=await publish_status_changes(self._engine, self._bus, now))
         if self._last_retention is None or now - self._last_retention >= RETENTION_EVERY:
-            report.results_pruned = await prune_results(
-                self._engine, now, self._settings.results_retention_days
-            )
+            report.results_pruned = await prune_results(self._engine, now, self._settings.results_retention_days)
             self._last_retention = now
         return report
 

@@ -32,8 +32,7 @@ _ROWS_PER_INSERT = 500
 _ERROR_MAX_CHARS = 4096
 _LABEL_MAX_CHARS = 64
 _COLUMNS = (
-    'result_id, "check", source, agent, started_at, received_at, success, response_time_ms, '
-    "status_code, error, details"
+    'result_id, "check", source, agent, started_at, received_at, success, response_time_ms, status_code, error, details'
 )
 _ROW = "(" + ", ".join("{}" for _ in range(11)) + ")"
 
@@ -83,9 +82,7 @@ async def ingest(
     engine: Engine[Any], agent: AuthenticatedAgent, batch: list[Any], now: datetime.datetime
 ) -> ResultsOut:
     if len(batch) > MAX_RESULTS:
-        raise PayloadTooLarge(
-            f"{len(batch)} results: at most {MAX_RESULTS} a request, send the rest in another"
-        )
+        raise PayloadTooLarge(f"{len(batch)} results: at most {MAX_RESULTS} a request, send the rest in another")
     rejected: list[RejectedResult] = []
     parsed: list[ProbeResult] = []
     for raw in batch:
@@ -100,9 +97,7 @@ async def ingest(
     for result in parsed:
         if result.check_id not in assigned:
             rejected.append(
-                RejectedResult(
-                    result.result_id, f"check_id: check {result.check_id} is not assigned to this agent"
-                )
+                RejectedResult(result.result_id, f"check_id: check {result.check_id} is not assigned to this agent")
             )
         elif result.result_id in fresh:
             repeated_in_batch += 1
@@ -115,9 +110,7 @@ async def ingest(
             stored = [result for result_id, result in fresh.items() if result_id in inserted]
             await _flag_clock_ahead(engine, agent, list(fresh.values()), now)
             await update_source_states(engine, agent, stored, now)
-    return ResultsOut(
-        accepted=len(stored), duplicates=repeated_in_batch + len(fresh) - len(stored), rejected=rejected
-    )
+    return ResultsOut(accepted=len(stored), duplicates=repeated_in_batch + len(fresh) - len(stored), rejected=rejected)
 
 
 async def _insert(

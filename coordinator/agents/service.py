@@ -96,9 +96,7 @@ async def create_registration_token(
         location_id = await _check_geo_token(engine, caller, data)
     else:
         if data.location_id is not None:
-            raise Unprocessable.for_fields(
-                [FieldError(field="location_id", message="only a geo agent has a location")]
-            )
+            raise Unprocessable.for_fields([FieldError(field="location_id", message="only a geo agent has a location")])
         organization_id = await _organization_for_token(engine, caller, data.organization_id)
     token, token_hash = credentials.new_token(credentials.REGISTRATION_PREFIX)
     expires_at = now + REGISTRATION_TOKEN_TTL
@@ -131,9 +129,7 @@ async def create_registration_token(
 
 async def _refusal(engine: Engine[Any], token_hash: str, now: datetime.datetime) -> Unauthorized:
     """Why a token bought nothing; it is looked up again only to say so."""
-    rows = await fetch(
-        engine, "SELECT used_at, expires_at FROM registration_tokens WHERE token_hash = {}", token_hash
-    )
+    rows = await fetch(engine, "SELECT used_at, expires_at FROM registration_tokens WHERE token_hash = {}", token_hash)
     if not rows:
         return Unauthorized("unknown registration token")
     if rows[0]["used_at"] is not None:
@@ -182,9 +178,7 @@ async def register(
             now,
         )
         agent_id = int(created[0]["id"])
-        await execute(
-            engine, "UPDATE registration_tokens SET agent_id = {} WHERE id = {}", agent_id, token["id"]
-        )
+        await execute(engine, "UPDATE registration_tokens SET agent_id = {} WHERE id = {}", agent_id, token["id"])
     return RegisterOut(
         agent_id=agent_id,
         api_key=api_key,
@@ -199,9 +193,7 @@ async def register(
 # --- heartbeats and the published status ----------------------------------------------------------
 
 
-def _status_payload(
-    agent: AuthenticatedAgent, status: str, now: datetime.datetime, revoked: bool
-) -> dict[str, Any]:
+def _status_payload(agent: AuthenticatedAgent, status: str, now: datetime.datetime, revoked: bool) -> dict[str, Any]:
     return {
         "agent_id": agent.id,
         "name": agent.name,
@@ -289,17 +281,6 @@ def agent_out(row: dict[str, Any], now: datetime.datetime) -> AgentOut:
     )
 
 
-def as_authenticated(row: dict[str, Any]) -> AuthenticatedAgent:
-    return AuthenticatedAgent(
-        id=int(row["id"]),
-        name=str(row["name"]),
-        mode=str(row["mode"]),
-        organization_id=None if row["organization"] is None else int(row["organization"]),
-        location_id=row["location_id"],
-        heartbeat_interval=int(row["heartbeat_interval"]),
-    )
-
-
 async def list_agents(
     engine: Engine[Any], caller: Principal, now: datetime.datetime, organization_id: int | None = None
 ) -> list[AgentOut]:
@@ -318,9 +299,7 @@ async def list_agents(
     return [agent_out(row, now) for row in rows]
 
 
-async def get_agent_row(
-    engine: Engine[Any], caller: Principal, agent_id: int, minimum: Role
-) -> dict[str, Any]:
+async def get_agent_row(engine: Engine[Any], caller: Principal, agent_id: int, minimum: Role) -> dict[str, Any]:
     rows = await fetch(engine, f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = {{}}", agent_id)  # noqa: S608
     if not rows:
         raise NotFound("agent not found")
@@ -333,9 +312,7 @@ async def get_agent_row(
     return row
 
 
-async def revoke_agent(
-    engine: Engine[Any], bus: EventBus, row: dict[str, Any], now: datetime.datetime
-) -> None:
+async def revoke_agent(engine: Engine[Any], bus: EventBus, row: dict[str, Any], now: datetime.datetime) -> None:
     """Revokes the agent's keys at once; revoking twice changes nothing."""
     revoked = await fetch(
         engine,
@@ -345,7 +322,7 @@ async def revoke_agent(
         row["id"],
     )
     if revoked:
-        await publish_status_change(engine, bus, as_authenticated(row), "offline", now, revoked=True)
+        await publish_status_change(engine, bus, AuthenticatedAgent.from_row(row), "offline", now, revoked=True)
 
 
 async def rotate_key(
@@ -400,6 +377,4 @@ async def add_geo_location(engine: Engine[Any], caller: Principal, data: GeoLoca
     )
     if not added:
         raise Conflict(f"geo location {data.id} already exists")
-    return GeoLocationOut(
-        id=data.id, name=data.name, region=data.region, country=data.country, agents_online=0
-    )
+    return GeoLocationOut(id=data.id, name=data.name, region=data.region, country=data.country, agents_online=0)

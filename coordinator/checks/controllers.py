@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
@@ -10,7 +11,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from coordinator.auth.principal import Principal, Role
 from coordinator.checks import service, validation
-from coordinator.checks.schemas import CheckInput, CheckOut, CheckPage
+from coordinator.checks.schemas import CheckFields, CheckInput, CheckOut, CheckPage
 from coordinator.context import app_context
 from shared.wire import CheckType, Status
 
@@ -69,11 +70,7 @@ class ChecksController(Controller):
         data: JSONBody[CheckInput],
     ) -> CheckOut:
         """Replaces every field; write-only secrets left out are kept, null clears them."""
-        engine = app_context(request).engine
-        stored = await service.get_check(engine, caller, check_id, Role.MEMBER)
-        fields = validation.for_write(data, existing=stored.fields)
-        await service.update_check(engine, stored, fields)
-        return (await service.get_check(engine, caller, check_id, Role.VIEWER)).out()
+        return await _change(request, caller, check_id, lambda existing: validation.for_write(data, existing))
 
     @patch("/{check_id:int}", operation_id="updateCheck")
     async def update_check(
@@ -84,11 +81,7 @@ class ChecksController(Controller):
         data: JSONBody[CheckInput],
     ) -> CheckOut:
         """Changes the fields sent and keeps the others."""
-        engine = app_context(request).engine
-        stored = await service.get_check(engine, caller, check_id, Role.MEMBER)
-        fields = validation.for_patch(data, stored.fields)
-        await service.update_check(engine, stored, fields)
-        return (await service.get_check(engine, caller, check_id, Role.VIEWER)).out()
+        return await _change(request, caller, check_id, lambda existing: validation.for_patch(data, existing))
 
     @delete("/{check_id:int}", operation_id="deleteCheck", status_code=204)
     async def delete_check(
@@ -97,3 +90,15 @@ class ChecksController(Controller):
         engine = app_context(request).engine
         await service.get_check(engine, caller, check_id, Role.MEMBER)
         await service.delete_check(engine, check_id)
+
+
+async def _change(
+    request: Request[Any, Any, Any],
+    caller: Principal,
+    check_id: int,
+    new_fields: Callable[[CheckFields], CheckFields],
+) -> CheckOut:
+    engine = app_context(request).engine
+    stored = await service.get_check(engine, caller, check_id, Role.MEMBER)
+    await service.update_check(engine, stored, new_fields(stored.fields))
+    return (await service.get_check(engine, caller, check_id, Role.VIEWER)).out()
