@@ -109,6 +109,11 @@ class AgentSettings:
     def spool_file(self) -> Path:
         return self.state_dir / "spool.db"
 
+    @property
+    def checks_file(self) -> Path:
+        """The last check list pulled, so a restart during an outage keeps probing."""
+        return self.state_dir / "checks.json"
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -428,9 +433,7 @@ def _parse(key: str, raw: object, *, textual: bool, origin: Origin) -> object:
         raise ConfigError(f"{origin}: {exc}", key=key) from None
 
 
-def _apply(
-    layer: dict[str, tuple[object, Origin]], values: dict[str, Any], origins: dict[str, Origin]
-) -> None:
+def _apply(layer: dict[str, tuple[object, Origin]], values: dict[str, Any], origins: dict[str, Origin]) -> None:
     for alias, target in _ALIASES.items():
         if alias in layer and target in layer:
             first, second = layer[alias][1], layer[target][1]
@@ -519,19 +522,24 @@ def save_credentials(state_dir: Path, creds: Credentials) -> Path:
     anyone else, not even for the moment between create and chmod; os.replace then swaps it in
     whole, so a crash leaves the old file or the new one, never half of one.
     """
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = state_dir / KEY_FILE_NAME
-    fd, tmp_name = tempfile.mkstemp(dir=state_dir, prefix=f".{KEY_FILE_NAME}.", suffix=".tmp")
+    return write_private(state_dir / KEY_FILE_NAME, msgspec.json.format(msgspec.json.encode(creds)) + b"\n")
+
+
+def write_private(target: Path, data: bytes) -> Path:
+    """Writes `target` atomically with mode 0600 in a 0700 folder (for keys and check secrets)."""
+    folder = target.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as tmp:
-            tmp.write(msgspec.json.format(msgspec.json.encode(creds)) + b"\n")
+            tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_dir(state_dir)
+    _fsync_dir(folder)
     return target
 
 

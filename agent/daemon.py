@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from importlib import metadata
 
+import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from agent.client import (
@@ -48,11 +49,11 @@ from agent.client import (
     UnexpectedResponse,
     backoff_wait,
 )
-from agent.config import AgentSettings, ConfigError, Credentials, load_credentials
+from agent.config import AgentSettings, ConfigError, Credentials, load_credentials, write_private
 from agent.probes import AllowAddress, IPAddress, run_probe
 from agent.scheduler import ProbeFn, Scheduler
 from agent.spool import Spool
-from shared.wire import ProbeResult
+from shared.wire import CheckSpec, ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def address_filter(settings: AgentSettings) -> AllowAddress | None:
         return None
 
     return check
+
+
+_CHECK_LIST = msgspec.json.Encoder()
 
 
 class Daemon:
@@ -176,6 +180,7 @@ class Daemon:
             probe=self._probe_fn(),
             time_scale=self._time_scale,
         )
+        self._resume_checks()
         log.info(
             "agent %s (%s) started: coordinator %s, spool %s holds %d results",
             credentials.agent_id,
@@ -268,6 +273,24 @@ class Daemon:
             return
         self._scheduler.reconcile(listing.checks)
         self._checks_etag = listing.etag
+        try:
+            write_private(self.settings.checks_file, _CHECK_LIST.encode(listing.checks))
+        except OSError as exc:
+            log.warning("cannot keep the check list in %s: %s", self.settings.checks_file, exc)
+
+    def _resume_checks(self) -> None:
+        """Starts the checks of the last pull at once: an agent restarted while the coordinator is
+        away goes on probing (results wait in the spool) instead of waiting for the first pull."""
+        assert self._scheduler is not None
+        try:
+            checks = msgspec.json.decode(self.settings.checks_file.read_bytes(), type=list[CheckSpec])
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("ignoring the kept check list %s: %s", self.settings.checks_file, exc)
+            return
+        self._scheduler.reconcile(checks)
+        log.info("resumed %d checks from the last pull", len(checks))
 
     # --- results ---------------------------------------------------------------------------------
 

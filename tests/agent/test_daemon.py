@@ -389,3 +389,28 @@ async def test_reload_reads_the_settings_and_the_key_file_again(
 
     assert daemon.settings.concurrency == 5
     assert len(reloaded) == 1
+
+
+# --- restarts ------------------------------------------------------------------------------------
+
+
+async def test_a_restart_while_the_coordinator_is_away_keeps_probing_the_last_checks(
+    router: respx.MockRouter, settings: AgentSettings
+) -> None:
+    coordinator = FakeCoordinator(router, [spec(1), spec(2)])
+    first = daemon_for(settings, Prober())
+    running = asyncio.create_task(first.run())
+    await until(lambda: len(coordinator.accepted) >= 2)
+    await stop(first, running)
+    assert settings.checks_file.exists()
+    assert oct(settings.checks_file.stat().st_mode & 0o777) == "0o600"  # check secrets live in it
+
+    # The coordinator goes away; the agent starts again and has never pulled in this process.
+    router.routes.clear()
+    router.route(host="coordinator.test").mock(side_effect=httpx.ConnectError("connection refused"))
+    prober = Prober()
+    second = daemon_for(settings, prober)
+    running = asyncio.create_task(second.run())
+    await until(lambda: {r.check_id for r in prober.produced} == {1, 2})
+    await stop(second, running)
+    assert await spool_depth(settings) >= 2  # kept for delivery once the coordinator is back
