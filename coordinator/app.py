@@ -22,6 +22,7 @@ from coordinator.agents.jobs import AgentJobs
 from coordinator.auth import sessions
 from coordinator.auth.controllers import AuthController, UsersController
 from coordinator.auth.principal import provide_principal
+from coordinator.central.runner import CentralRunner
 from coordinator.checks.controllers import ChecksController
 from coordinator.context import AppContext, app_context
 from coordinator.db import engine as db_engine
@@ -29,8 +30,13 @@ from coordinator.db.migrate import migrate
 from coordinator.db.sql import fetch
 from coordinator.errors import EXCEPTION_HANDLERS, refuse_nul_characters
 from coordinator.events.bus import EventBus
+from coordinator.geo.controllers import CheckStatsController, GeoController
+from coordinator.geo.rollups import RollupJob
 from coordinator.ratelimit import LoginLimiter
 from coordinator.settings import Settings
+from coordinator.status.controllers import CheckLogsController
+from coordinator.status.engine import attach_bus, detach_bus
+from coordinator.status.jobs import StatusJobs
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -64,23 +70,40 @@ def create_app(settings: Settings) -> Litestar:
     events = EventBus()
     clock = Clock()
     agent_jobs = AgentJobs(engine, settings, events, clock)
+    status_jobs = StatusJobs(engine, settings, events, clock)
+    central = CentralRunner(engine, settings, clock)
+    rollups = RollupJob(engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         # Tables are bound again here: a process may have built several apps (tests do).
         db_engine.bind_tables(engine)
         await db_engine.start(engine)
+        # Status changes found deep in ingest or a check update are published on this app's bus.
+        attach_bus(engine, events)
+        sweep: asyncio.Task[None] | None = None
         jobs: asyncio.Task[None] | None = None
+        central_jobs: asyncio.Task[None] | None = None
+        rollup_jobs: asyncio.Task[None] | None = None
         try:
             await migrate(engine)
             ctx.jwt_key = await sessions.signing_key(engine, settings.secret_key)
             jobs = asyncio.create_task(agent_jobs.run_forever(), name="agent-jobs")
+            sweep = asyncio.create_task(status_jobs.run_forever(), name="status-sweep")
+            central_jobs = asyncio.create_task(central.run_forever(), name="central-checks")
+            rollup_jobs = asyncio.create_task(rollups.run_forever(), name="rollups")
             yield
         finally:
-            if jobs is not None:
-                jobs.cancel()
+            if sweep is not None:
+                sweep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await jobs
+                    await sweep
+            detach_bus(engine)
+            for task in (jobs, central_jobs, rollup_jobs):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await db_engine.stop(engine)
 
     return Litestar(
@@ -89,14 +112,27 @@ def create_app(settings: Settings) -> Litestar:
             AuthController,
             UsersController,
             ChecksController,
+            CheckLogsController,
             AgentsController,
             OrganizationAgentsController,
+            GeoController,
+            CheckStatsController,
         ],
         dependencies={"caller": Provide(provide_principal), "agent": Provide(provide_agent)},
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=refuse_nul_characters,
         lifespan=[lifespan],
-        state=State({"ctx": ctx, "events": events, "clock": clock, "agent_jobs": agent_jobs}),
+        state=State(
+            {
+                "ctx": ctx,
+                "events": events,
+                "clock": clock,
+                "agent_jobs": agent_jobs,
+                "status_jobs": status_jobs,
+                "central": central,
+                "rollups": rollups,
+            }
+        ),
         request_max_body_size=settings.max_request_bytes,
         openapi_config=OpenAPIConfig(
             title="SysTeam HealthChecks coordinator",

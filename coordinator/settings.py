@@ -40,6 +40,10 @@ class Settings:
     agent_key_overlap_seconds: int = 600
     # How often the background jobs look for agents gone offline (and, hourly, prune old results).
     agent_jobs_interval_seconds: float = 5.0
+    # Central execution: how often the coordinator looks for checks of its own that are due, and
+    # how many of its probes may run at once.
+    central_jobs_interval_seconds: float = 1.0
+    central_concurrency: int = 50
 
     @property
     def is_sqlite(self) -> bool:
@@ -96,6 +100,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         agent_heartbeat_interval=_int(env, "HC_AGENT_HEARTBEAT_INTERVAL", 30, minimum=5),
         agent_key_overlap_seconds=_int(env, "HC_AGENT_KEY_OVERLAP_SECONDS", 600, minimum=0),
         agent_jobs_interval_seconds=float(_int(env, "HC_AGENT_JOBS_INTERVAL_SECONDS", 5, minimum=1)),
+        central_jobs_interval_seconds=float(_int(env, "HC_CENTRAL_JOBS_INTERVAL_SECONDS", 1, minimum=1)),
+        central_concurrency=_int(env, "HC_CENTRAL_CONCURRENCY", 50, minimum=1),
     )
 
 

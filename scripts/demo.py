@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -87,6 +86,8 @@ async def main(port: int, target_port: int, once: bool) -> int:
     marker.touch()
     env = {**os.environ, "HC_DATA_DIR": str(DEMO_DIR / "coordinator"), "HC_DATABASE_URL": ""}
     env.pop("HC_DATABASE_URL")
+    # The demo's targets are on this machine; a real coordinator refuses to probe private addresses.
+    env["HC_CENTRAL_ALLOW_PRIVATE"] = "true"
     base = f"http://127.0.0.1:{port}"
     password = secrets.token_urlsafe(12)
 
@@ -173,6 +174,9 @@ async def main(port: int, target_port: int, once: bool) -> int:
             body["assigned_agent_ids"] = [agent_id]
             body["check_source_critical"] = {f"agent:{agent_id}": True}
             created.append((await api.post("/api/checks/", json=body)).raise_for_status().json())
+        # No agent and no geo: the coordinator probes this one itself, as the source "central".
+        central = {"name": "Shop (from coordinator)", "type": "uptime", "url": f"{target}/", "interval": 10}
+        created.append((await api.post("/api/checks/", json=central)).raise_for_status().json())
 
         agent_log = (DEMO_DIR / "agent.log").open("wb")
         agent = subprocess.Popen(
@@ -206,27 +210,13 @@ Try:
         await targets.cleanup()
 
 
-def latest_results(database: Path) -> dict[int, tuple[int, bool, str | None]]:
-    """Per check: results stored, and whether the newest succeeded (with its error).
-
-    Read from the demo's own embedded database: until the status engine serves per-source
-    summaries, this is the plainest way to watch results arrive.
-    """
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            'SELECT "check", COUNT(*), '
-            '(SELECT success FROM results r2 WHERE r2."check" = r."check" ORDER BY started_at DESC LIMIT 1), '
-            '(SELECT error FROM results r2 WHERE r2."check" = r."check" ORDER BY started_at DESC LIMIT 1) '
-            'FROM results r GROUP BY "check"'
-        ).fetchall()
-    return {int(check): (int(count), bool(ok), error) for check, count, ok, error in rows}
-
-
 async def watch(
     api: httpx.AsyncClient, agent: subprocess.Popen[bytes], checks: list[dict], agent_id: int, once: bool
 ) -> int:
-    """Prints what has arrived every few seconds; with --once, stops when every check has results."""
-    database = DEMO_DIR / "coordinator" / "coordinator.db"
+    """Prints each check's status and its sources every few seconds, as the API serves them.
+
+    With --once, stops when every check has a known status from every source.
+    """
     deadline = time.monotonic() + 90
     while True:
         await asyncio.sleep(3)
@@ -234,20 +224,26 @@ async def watch(
             print(f"demo: the agent exited with {agent.returncode}; see .hc-demo/agent.log", file=sys.stderr)
             return 1
         info = (await api.get(f"/api/agents/{agent_id}")).json()
-        results = latest_results(database)
-        lines = []
-        for check in checks:
-            count, ok, error = results.get(check["id"], (0, False, None))
-            outcome = "no result yet" if not count else ("ok" if ok else f"failing: {error}")
-            lines.append(f"    {check['name']:<20} {count:>4} results, latest {outcome}")
         print(f"[{time.strftime('%H:%M:%S')}] agent #{agent_id} {info.get('status')}", flush=True)
-        print("\n".join(lines), flush=True)
+        settled = True
+        for check in checks:
+            summary = (await api.get(f"/api/agents/checks/{check['id']}/geo-summary")).json()
+            sources = summary.get("sources", [])
+            parts = []
+            for source in sources:
+                timing = source.get("last_response_time_ms")
+                took = f" {timing:.0f} ms" if isinstance(timing, (int, float)) else ""
+                error = f" ({source['last_error']})" if source.get("last_error") else ""
+                critical = " critical" if source.get("critical") else ""
+                parts.append(f"{source['source']}{critical} {source['status']}{took}{error}")
+            print(f"    {check['name']:<24} {summary.get('status', '?'):<9} {'; '.join(parts)}", flush=True)
+            settled = settled and bool(sources) and all(src["status"] != "UNKNOWN" for src in sources)
         if once:
-            if all(results.get(check["id"]) for check in checks):
-                print("demo: every check has results; stopping (--once)")
+            if settled:
+                print("demo: every check has a status from every source; stopping (--once)")
                 return 0
             if time.monotonic() > deadline:
-                print("demo: not every check had results within 90 s", file=sys.stderr)
+                print("demo: not every check had a status within 90 s", file=sys.stderr)
                 return 1
 
 

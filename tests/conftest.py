@@ -80,7 +80,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def settings(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     from coordinator.settings import Settings
 
-    return Settings(database_url=database_url, data_dir=tmp_path)
+    # The coordinator's own probes wait for tests that ask for them (tests/coordinator/test_central.py):
+    # the checks other tests create point at example.com, and tests talk to loopback only.
+    return Settings(database_url=database_url, data_dir=tmp_path, central_jobs_interval_seconds=3600)
 
 
 @pytest.fixture

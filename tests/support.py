@@ -132,7 +132,7 @@ def agent_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Any:
     """Settings whose background jobs never run on their own: the tests call `run_once(now)`."""
     from coordinator.settings import Settings
 
-    values: dict[str, Any] = {"agent_jobs_interval_seconds": 3600, **overrides}
+    values: dict[str, Any] = {"agent_jobs_interval_seconds": 3600, "central_jobs_interval_seconds": 3600, **overrides}
     return Settings(database_url=database_url, data_dir=tmp_path, **values)
 
 
@@ -240,3 +240,35 @@ async def next_event(subscription: Any, timeout: float = 5.0) -> Any:
             return event
         await asyncio.sleep(0.02)
     raise AssertionError(f"no event within {timeout} s")
+
+
+# --- statuses -------------------------------------------------------------------------------------
+
+
+def status_jobs_of(client: Any) -> Any:
+    return client.app.state["status_jobs"]
+
+
+async def run_sweep(client: Any, now: datetime.datetime) -> Any:
+    """One round of the staleness sweep at `now`, on the app's loop."""
+    return await in_app(client, status_jobs_of(client).run_once, now)
+
+
+async def check_logs(client: Any, person: Person, check_id: int, **params: Any) -> dict[str, Any]:
+    response = await client.get(f"/api/checks/{check_id}/logs", params=params, headers=person.headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def post_result(
+    client: Any, agent: AgentKey, check_id: int, *, success: bool, at: datetime.datetime, **fields: Any
+) -> None:
+    """One result from `agent`, started at `at`; it must be accepted."""
+    if not success:
+        fields.setdefault("error", "connection refused")
+        fields.setdefault("status_code", None)
+    result = probe_result(check_id, started_at=at, success=success, **fields)
+    response = await client.post("/api/agents/results", json={"results": [result]}, headers=agent.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1, response.text

@@ -3,6 +3,8 @@
 A private agent runs the active checks that list it in `assigned_agent_ids`. A geo agent runs the
 active geo-enabled checks that rendezvous hashing gives it among its location's online agents.
 Heartbeat checks are passive (they wait for pings) and go to no agent.
+A check with neither assigned agents nor geo monitoring is probed by the coordinator itself
+(`CENTRAL`, `central_specs`; coordinator.central.runner).
 """
 
 from __future__ import annotations
@@ -116,3 +118,24 @@ async def accepted_check_ids(engine: Engine[Any], agent: AuthenticatedAgent, che
         *check_ids,
     )
     return {int(row["check"]) for row in rows}
+
+
+# Checks that no agent runs, which the coordinator probes itself (source `central`): no assigned
+# agent and geo monitoring off.
+CENTRAL = (
+    f"{_RUNNABLE} AND NOT c.geo_monitoring_enabled "  # noqa: S608 - constants only
+    'AND NOT EXISTS (SELECT 1 FROM check_agents ca WHERE ca."check" = c.id)'
+)
+
+
+async def central_specs(engine: Engine[Any], check_ids: list[int]) -> list[CheckSpec]:
+    """The CheckSpecs of those of `check_ids` that are still central, as an agent would get them."""
+    if not check_ids:
+        return []
+    rows = await fetch(
+        engine,
+        f"SELECT {_SELECT} FROM checks c WHERE {CENTRAL} "  # noqa: S608 - column names are constants
+        f"AND c.id IN ({placeholders(len(check_ids))}) ORDER BY c.id",
+        *check_ids,
+    )
+    return [_spec(row) for row in rows]

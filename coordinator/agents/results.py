@@ -23,6 +23,7 @@ from coordinator.agents.schemas import MAX_ID, RejectedResult, ResultsOut
 from coordinator.agents.service import CLOCK_AHEAD_LIMIT_S
 from coordinator.db.sql import fetch
 from coordinator.errors import PayloadTooLarge
+from coordinator.status.engine import apply_results
 from shared.wire import ProbeResult
 
 MAX_RESULTS = 1000
@@ -105,20 +106,35 @@ async def ingest(
             fresh[result.result_id] = result
     stored: list[ProbeResult] = []
     if fresh:
-        async with write_transaction(engine):
-            inserted = await _insert(engine, agent, list(fresh.values()), now)
-            stored = [result for result_id, result in fresh.items() if result_id in inserted]
-            await _flag_clock_ahead(engine, agent, list(fresh.values()), now)
-            await update_source_states(engine, agent, stored, now)
+        stored = await store_results(engine, agent.source, agent.id, list(fresh.values()), now)
+        await _flag_clock_ahead(engine, agent, list(fresh.values()), now)
     return ResultsOut(accepted=len(stored), duplicates=repeated_in_batch + len(fresh) - len(stored), rejected=rejected)
 
 
+async def store_results(
+    engine: Engine[Any], source: str, agent_id: int | None, results: list[ProbeResult], now: datetime.datetime
+) -> list[ProbeResult]:
+    """Stores results of one source, received at `now`; returns those that were new.
+
+    The one path of every result into the database, an agent's batch as well as the coordinator's
+    own (`central`) probes: a result_id already stored is skipped, and the status hook sees exactly
+    the new results, in the same write transaction as their rows. `results` must not repeat a
+    result_id.
+    """
+    if not results:
+        return []
+    async with write_transaction(engine):
+        inserted = await _insert(engine, source, agent_id, results, now)
+        stored = [result for result in results if result.result_id in inserted]
+        await update_source_states(engine, source, agent_id, stored, now)
+    return stored
+
+
 async def _insert(
-    engine: Engine[Any], agent: AuthenticatedAgent, results: list[ProbeResult], now: datetime.datetime
+    engine: Engine[Any], source: str, agent_id: int | None, results: list[ProbeResult], now: datetime.datetime
 ) -> set[str]:
     """Inserts what is new; returns the result_ids actually inserted (known ones are skipped)."""
     inserted: set[str] = set()
-    source = agent.source
     for start in range(0, len(results), _ROWS_PER_INSERT):
         chunk = results[start : start + _ROWS_PER_INSERT]
         args: list[Any] = []
@@ -127,7 +143,7 @@ async def _insert(
                 r.result_id,
                 r.check_id,
                 source,
-                agent.id,
+                agent_id,
                 r.started_at,
                 now,
                 r.success,
@@ -166,12 +182,12 @@ async def _flag_clock_ahead(
 
 
 async def update_source_states(
-    engine: Engine[Any], agent: AuthenticatedAgent, stored: list[ProbeResult], now: datetime.datetime
+    engine: Engine[Any], source: str, agent_id: int | None, stored: list[ProbeResult], now: datetime.datetime
 ) -> None:
     """After insert, update source states: the status engine hooks in here.
 
     It runs inside the batch's transaction with the results just stored (duplicates excluded), so
     that the touched (check, source) states and check statuses change together with the rows that
-    explain them. Statuses arrive with the status engine; until then there is nothing to update.
+    explain them. The status engine folds them and settles the touched checks' statuses.
     """
-    return None
+    await apply_results(engine, source, agent_id, stored, now)

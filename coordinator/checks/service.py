@@ -19,6 +19,7 @@ from coordinator.checks.schemas import MAX_ID, CheckFields, CheckOut, CheckSetti
 from coordinator.db.sql import execute, fetch
 from coordinator.db.tables import Check, CheckAgent
 from coordinator.errors import FieldError, NotFound, Unprocessable
+from coordinator.status import engine as status_engine
 
 _JSON_COLUMNS = ("expected_status_codes", "http_headers", "check_source_critical", "agent_location_statuses")
 _STORED = tuple(f for f in CheckFields.__struct_fields__ if f != "assigned_agent_ids")
@@ -184,15 +185,14 @@ async def create_check(engine: Engine[Any], organization_id: int, fields: CheckF
 async def update_check(engine: Engine[Any], stored: StoredCheck, fields: CheckFields) -> None:
     await _check_agents(engine, stored.organization_id, fields.assigned_agent_ids)
     values = _row_values(fields)
-    values["updated_at"] = _now()
-    if not fields.is_active:
-        values["status"] = "PAUSED"
-    elif stored.status == "PAUSED":
-        values["status"] = "UNKNOWN"
+    values["updated_at"] = now = _now()
     async with engine.transaction():
         await Check.update(cast("dict[Column | str, Any]", values)).where(Check.id == stored.id)
         if fields.assigned_agent_ids != stored.fields.assigned_agent_ids:
             await _set_agents(engine, stored.id, fields.assigned_agent_ids)
+        # Sources taken away lose their states; pausing, resuming or a new critical map may change
+        # the status, which goes through the status engine's compare-and-set, log and event.
+        await status_engine.check_changed(engine, stored.id, now)
 
 
 async def delete_check(engine: Engine[Any], check_id: int) -> None:

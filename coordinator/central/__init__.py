@@ -1,0 +1,5 @@
+"""Central execution: the checks nobody else runs are probed by the coordinator itself."""
+
+from coordinator.central.runner import CentralRunner
+
+__all__ = ["CentralRunner"]
