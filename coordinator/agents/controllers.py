@@ -2,8 +2,8 @@
 
 Two kinds of caller, never mixed: handlers taking `agent: AuthenticatedAgent` are the agent
 endpoints (agent key only); handlers taking `caller: Principal` are for people (user tokens only).
-`/api/agents/checks/{id}/geo-summary` and `…/geo-timeseries` belong to the status engine and are
-left to it; nothing here claims `/api/agents/checks/…` below `checks` itself.
+`/api/agents/checks/{id}/geo-summary` and `…/geo-timeseries` are served by `coordinator.geo`;
+nothing here claims `/api/agents/checks/…` below `checks` itself.
 """
 
 from __future__ import annotations
