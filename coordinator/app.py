@@ -32,6 +32,7 @@ from coordinator.errors import EXCEPTION_HANDLERS, refuse_nul_characters
 from coordinator.events.bus import EventBus
 from coordinator.geo.controllers import CheckStatsController, GeoController
 from coordinator.geo.rollups import RollupJob
+from coordinator.jobs import Periodic
 from coordinator.ratelimit import LoginLimiter
 from coordinator.settings import Settings
 from coordinator.status.controllers import CheckLogsController
@@ -81,29 +82,28 @@ def create_app(settings: Settings) -> Litestar:
         await db_engine.start(engine)
         # Status changes found deep in ingest or a check update are published on this app's bus.
         attach_bus(engine, events)
-        sweep: asyncio.Task[None] | None = None
-        jobs: asyncio.Task[None] | None = None
+        periodic = [
+            Periodic("agent jobs", settings.agent_jobs_interval_seconds, agent_jobs.run_once),
+            Periodic("status sweep", settings.agent_jobs_interval_seconds, status_jobs.run_once),
+            Periodic("rollups", rollups.interval_seconds, rollups.run_once),
+        ]
         central_jobs: asyncio.Task[None] | None = None
-        rollup_jobs: asyncio.Task[None] | None = None
         try:
             await migrate(engine)
             ctx.jwt_key = await sessions.signing_key(engine, settings.secret_key)
-            jobs = asyncio.create_task(agent_jobs.run_forever(), name="agent-jobs")
-            sweep = asyncio.create_task(status_jobs.run_forever(), name="status-sweep")
+            for job in periodic:
+                job.start()
             central_jobs = asyncio.create_task(central.run_forever(), name="central-checks")
-            rollup_jobs = asyncio.create_task(rollups.run_forever(), name="rollups")
             yield
         finally:
-            if sweep is not None:
-                sweep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweep
+            # The sweep first: its last status changes still reach the bus.
+            for job in periodic:
+                await job.stop()
             detach_bus(engine)
-            for task in (jobs, central_jobs, rollup_jobs):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            if central_jobs is not None:
+                central_jobs.cancel()  # the runner lets a database step finish (see its stop())
+                with contextlib.suppress(asyncio.CancelledError):
+                    await central_jobs
             await db_engine.stop(engine)
 
     return Litestar(

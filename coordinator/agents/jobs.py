@@ -1,7 +1,7 @@
 """Background jobs of the agent side: publish agents going offline, prune old results.
 
-`run_once(now)` does one round and is what tests call, with the time they choose; `run_forever`
-is the lifespan task that calls it every few seconds. A failing round is logged and the next one
+`run_once(now)` does one round and is what tests call, with the time they choose; the app's
+lifespan calls it every few seconds (`coordinator.jobs.Periodic`). A failing round is logged and the next one
 runs anyway: a database hiccup must not stop offline detection for good.
 
 Both jobs are safe with several coordinators on one database: a status change is published by the
@@ -10,7 +10,6 @@ one coordinator whose compare-and-set matched, and deleting what is already dele
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import logging
@@ -95,11 +94,3 @@ class AgentJobs:
             report.results_pruned = await prune_results(self._engine, now, self._settings.results_retention_days)
             self._last_retention = now
         return report
-
-    async def run_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.agent_jobs_interval_seconds)
-            try:
-                await self.run_once()
-            except Exception:  # logged; the next round tries again
-                log.exception("agent jobs: this round failed")

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
-from piccolo.engine.sqlite import SQLiteEngine
 
+from coordinator.db.sqlite_pool import PooledSQLiteEngine
 from coordinator.db.tables import ALL_TABLES
 
 # Seconds a SQLite writer waits for the write lock before giving up; ingest batches are short, so
@@ -32,7 +32,7 @@ def make_engine(database_url: str) -> Engine[Any]:
         # The folder holds the database with its secrets: the owner alone may look inside.
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _prepare_sqlite_file(path)
-        return SQLiteEngine(path=str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
+        return PooledSQLiteEngine(path=str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
     parts = urlsplit(database_url)
     config: dict[str, Any] = {"dsn": database_url.split("?", 1)[0]}
     # `?search_path=x` keeps a deployment (or a test) inside its own schema.
@@ -62,3 +62,5 @@ async def start(engine: Engine[Any]) -> None:
 async def stop(engine: Engine[Any]) -> None:
     if isinstance(engine, PostgresEngine):
         await engine.close_connection_pool()
+    elif isinstance(engine, PooledSQLiteEngine):
+        await engine.close_pool()

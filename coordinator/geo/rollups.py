@@ -7,12 +7,11 @@ upsert that adds, all in one transaction. A coordinator whose compare-and-set ma
 the race to another one and rolls back having written nothing; a crash rolls back the whole
 round. Either way no result is counted twice or skipped.
 
-`run_once(now)` does what is due and is what tests call; `run_forever` is the lifespan task.
+`run_once(now)` does what is due and is what tests call; the lifespan runs it on a timer (`coordinator.jobs.Periodic`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import logging
@@ -135,7 +134,7 @@ async def prune(engine: Engine[Any], now: datetime.datetime) -> int:
 class RollupJob:
     def __init__(self, engine: Engine[Any], interval_seconds: float = INTERVAL_SECONDS) -> None:
         self._engine = engine
-        self._interval = interval_seconds
+        self.interval_seconds = interval_seconds
         self._last_prune: datetime.datetime | None = None
 
     async def run_once(self, now: datetime.datetime | None = None) -> RollupReport:
@@ -156,11 +155,3 @@ class RollupJob:
             report.pruned = await prune(self._engine, now)
             self._last_prune = now
         return report
-
-    async def run_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.run_once()
-            except Exception:  # logged; the next round tries again
-                log.exception("rollups: this round failed")

@@ -7,15 +7,14 @@ ends. None of these comes with a request, so a job looks for them: the sources w
 availability changed since the last round. Their checks are settled through the same
 compare-and-set, log, incident and event as ingest (`coordinator.status.engine`).
 
-`run_once(now)` is one round, what tests call with the time they choose; `run_forever` is the
-lifespan task. With several coordinators on one PostgreSQL, an advisory lock lets one of them
+`run_once(now)` is one round, what tests call with the time they choose; the lifespan runs it
+on a timer (`coordinator.jobs.Periodic`). With several coordinators on one PostgreSQL, an advisory lock lets one of them
 claim a round (the others skip it); settling then takes each check's row lock and compare-and-set
 like any writer, so a round racing ingest, or a second sweep, still logs each change once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import logging
@@ -125,11 +124,3 @@ class StatusJobs:
 
     async def run_once(self, now: datetime.datetime | None = None) -> SweepReport:
         return await sweep(self._engine, self._bus, now if now is not None else self._clock.now())
-
-    async def run_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.agent_jobs_interval_seconds)
-            try:
-                await self.run_once()
-            except Exception:  # logged; the next round tries again
-                log.exception("status sweep: this round failed")
