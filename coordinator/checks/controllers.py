@@ -13,6 +13,7 @@ from coordinator.auth.principal import Principal, Role
 from coordinator.checks import service, validation
 from coordinator.checks.schemas import CheckFields, CheckInput, CheckOut, CheckPage
 from coordinator.context import app_context
+from coordinator.pagination import Limit, Offset
 from shared.wire import CheckType, Status
 
 
@@ -25,8 +26,8 @@ class ChecksController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Principal],
-        offset: Annotated[int, QueryParameter(ge=0, le=10_000_000)] = 0,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        offset: Offset = 0,
+        limit: Limit = 100,
         type: FromQuery[CheckType | None] = None,
         status: FromQuery[Status | None] = None,
         organization_id: Annotated[int | None, QueryParameter(ge=1, le=2_147_483_647)] = None,

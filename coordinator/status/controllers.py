@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath
 
 from coordinator.agents.rows import as_datetime, loads
 from coordinator.auth.principal import Principal, Role
 from coordinator.checks import service
 from coordinator.context import app_context
 from coordinator.db.sql import fetch
+from coordinator.pagination import Limit, Offset
 
 
 class CheckLogEntry(msgspec.Struct):
@@ -43,8 +44,8 @@ class CheckLogsController(Controller):
         request: Request[Any, Any, Any],
         caller: NamedDependency[Principal],
         check_id: FromPath[int],
-        offset: Annotated[int, QueryParameter(ge=0, le=10_000_000)] = 0,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        offset: Offset = 0,
+        limit: Limit = 100,
     ) -> CheckLogPage:
         """Every change of the check's status, newest first, with its reason and each source's status."""
         engine = app_context(request).engine
