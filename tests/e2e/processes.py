@@ -148,6 +148,10 @@ class Coordinator:
     log_file: Path
 
     @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
     def database_file(self) -> Path:
         """The SQLite file `serve` keeps in its HC_DATA_DIR (the working directory here)."""
         return self.cwd / "coordinator.db"
@@ -163,14 +167,16 @@ class Coordinator:
         return stop_process(self.process)
 
 
-def start_coordinator(data_dir: Path, env: Mapping[str, str] | None = None) -> Coordinator:
-    """`hc-coordinator serve` on a free port, keeping its SQLite file in `data_dir`."""
+def start_coordinator(data_dir: Path, env: Mapping[str, str] | None = None, port: int | None = None) -> Coordinator:
+    """`hc-coordinator serve` on `port` (default: a free one), keeping its SQLite file in `data_dir`.
+
+    Starting it again on the same `data_dir` and `port` is a restart: the log file is appended to."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     full_env = clean_env({"HC_DATA_DIR": str(data_dir), "HC_LOG_LEVEL": "warning", **(env or {})})
     log_file = data_dir / "coordinator.log"
     # A file, not a pipe: nobody reads a pipe while the test runs, and a full one blocks the server.
-    with log_file.open("w") as log:
+    with log_file.open("a") as log:
         process = subprocess.Popen(
             coordinator_command("serve", "--host", "127.0.0.1", "--port", str(port)),
             env=full_env,
