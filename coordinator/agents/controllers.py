@@ -8,17 +8,16 @@ nothing here claims `/api/agents/checks/…` below `checks` itself.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody
 
 from coordinator.agents import assignment, results, service
 from coordinator.agents.auth import AuthenticatedAgent
 from coordinator.agents.clock import clock_of
 from coordinator.agents.schemas import (
-    MAX_ID,
     AgentChecks,
     AgentList,
     AgentOut,
@@ -38,8 +37,7 @@ from coordinator.auth.principal import Principal, Role
 from coordinator.context import app_context
 from coordinator.errors import FieldError, NotFound, Unprocessable
 from coordinator.events.bus import event_bus
-
-PathId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+from coordinator.params import PathId
 
 
 def _base_url(request: Request[Any, Any, Any]) -> str:

@@ -19,10 +19,11 @@ from piccolo.engine.base import Engine
 from coordinator.agents.assignment import accepted_check_ids
 from coordinator.agents.auth import AuthenticatedAgent
 from coordinator.agents.rows import write_transaction
-from coordinator.agents.schemas import MAX_ID, RejectedResult, ResultsOut
+from coordinator.agents.schemas import RejectedResult, ResultsOut
 from coordinator.agents.service import CLOCK_AHEAD_LIMIT_S
 from coordinator.db.sql import fetch
 from coordinator.errors import PayloadTooLarge
+from coordinator.params import MAX_ID
 from coordinator.status.engine import apply_results
 from shared.wire import ProbeResult
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from coordinator.params import Id
 from shared.wire import CheckSpec
 
 Mode = Literal["private", "geo"]
@@ -19,9 +20,6 @@ AgentName = Annotated[str, Meta(min_length=1, max_length=100)]
 LocationId = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9-]{0,31}$", description="e.g. EU-PL")]
 Capability = Annotated[str, Meta(min_length=1, max_length=32)]
 Count = Annotated[int, Meta(ge=0, le=1_000_000_000)]
-# Ids are 32-bit integer keys in both engines: a larger number could only fail in the database.
-MAX_ID = 2**31 - 1
-Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 
 
 class RegistrationTokenIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -9,12 +9,13 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, URLEncodedBody
+from litestar.params import JSONBody, URLEncodedBody
 
 from coordinator.auth import service, sessions
 from coordinator.auth.principal import Principal
 from coordinator.context import app_context, client_address
 from coordinator.errors import NotFound, TooManyRequests, Unauthorized
+from coordinator.params import PathId
 
 
 class LoginForm(msgspec.Struct):
@@ -130,7 +131,7 @@ class UsersController(Controller):
 
     @delete("/tokens/{token_id:int}", operation_id="revokeAccessToken", status_code=204)
     async def revoke_token(
-        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], token_id: FromPath[int]
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], token_id: PathId
     ) -> None:
         if not await service.revoke_access_token(app_context(request).engine, caller.user_id, token_id):
             raise NotFound("access token not found")

@@ -128,8 +128,6 @@ async def list_access_tokens(engine: Engine[Any], user_id: int) -> list[dict[str
 
 
 async def revoke_access_token(engine: Engine[Any], user_id: int, token_id: int) -> bool:
-    if not 1 <= token_id <= 2_147_483_647:
-        return False
     rows = await fetch(
         engine,
         'UPDATE access_tokens SET revoked_at = {} WHERE id = {} AND "user" = {} AND revoked_at IS NULL RETURNING id',

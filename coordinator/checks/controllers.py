@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromQuery, JSONBody, QueryParameter
 
 from coordinator.auth.principal import Principal, Role
 from coordinator.checks import service, validation
 from coordinator.checks.schemas import CheckFields, CheckInput, CheckOut, CheckPage
 from coordinator.context import app_context
-from coordinator.pagination import Limit, Offset
+from coordinator.params import MAX_ID, Limit, Offset, PathId
 from shared.wire import CheckType, Status
 
 
@@ -30,7 +30,7 @@ class ChecksController(Controller):
         limit: Limit = 100,
         type: FromQuery[CheckType | None] = None,
         status: FromQuery[Status | None] = None,
-        organization_id: Annotated[int | None, QueryParameter(ge=1, le=2_147_483_647)] = None,
+        organization_id: Annotated[int | None, QueryParameter(ge=1, le=MAX_ID)] = None,
     ) -> CheckPage:
         """The caller's checks, oldest first, `limit` at a time (default 100, at most 500)."""
         total, checks = await service.list_checks(
@@ -58,7 +58,7 @@ class ChecksController(Controller):
 
     @get("/{check_id:int}", operation_id="getCheck")
     async def get_check(
-        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: FromPath[int]
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: PathId
     ) -> CheckOut:
         return (await service.get_check(app_context(request).engine, caller, check_id, Role.VIEWER)).out()
 
@@ -67,7 +67,7 @@ class ChecksController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Principal],
-        check_id: FromPath[int],
+        check_id: PathId,
         data: JSONBody[CheckInput],
     ) -> CheckOut:
         """Replaces every field; write-only secrets left out are kept, null clears them."""
@@ -78,7 +78,7 @@ class ChecksController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Principal],
-        check_id: FromPath[int],
+        check_id: PathId,
         data: JSONBody[CheckInput],
     ) -> CheckOut:
         """Changes the fields sent and keeps the others."""
@@ -86,7 +86,7 @@ class ChecksController(Controller):
 
     @delete("/{check_id:int}", operation_id="deleteCheck", status_code=204)
     async def delete_check(
-        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: FromPath[int]
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: PathId
     ) -> None:
         engine = app_context(request).engine
         await service.get_check(engine, caller, check_id, Role.MEMBER)

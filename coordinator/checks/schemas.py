@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from coordinator.params import Id
 from shared.wire import CheckType
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -41,9 +42,7 @@ Body = Annotated[str, Meta(max_length=65536)]
 Secret = Annotated[str, Meta(min_length=1, max_length=4096)]
 ShortText = Annotated[str, Meta(max_length=4096)]
 PingCount = Annotated[int, Meta(ge=1, le=20)]
-# Ids are 32-bit in the database: a larger number names nothing, and must not reach the driver.
-MAX_ID = 2_147_483_647
-AgentId = Annotated[int, Meta(ge=1, le=MAX_ID)]
+AgentId = Id
 AgentIds = Annotated[list[AgentId], Meta(max_length=100)]
 SourceCritical = Annotated[dict[Annotated[str, Meta(max_length=64)], bool], Meta(max_length=200)]
 
@@ -143,7 +142,7 @@ class CheckInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     check_source_critical: SourceCritical | UnsetType = UNSET
     is_active: bool | UnsetType = UNSET
-    organization_id: Annotated[int, Meta(ge=1, le=MAX_ID)] | UnsetType = UNSET
+    organization_id: Id | UnsetType = UNSET
     # Server-owned fields: accepted and ignored, so that a body read with GET can be PUT back.
     id: Any = UNSET
     uuid: Any = UNSET

@@ -15,7 +15,7 @@ from piccolo.columns import Column
 from piccolo.engine.base import Engine
 
 from coordinator.auth.principal import Principal, Role
-from coordinator.checks.schemas import MAX_ID, CheckFields, CheckOut, CheckSettings
+from coordinator.checks.schemas import CheckFields, CheckOut, CheckSettings
 from coordinator.db.sql import execute, fetch
 from coordinator.db.tables import Check, CheckAgent
 from coordinator.errors import FieldError, NotFound, Unprocessable
@@ -97,8 +97,6 @@ async def _agent_ids(engine: Engine[Any], check_ids: list[int]) -> dict[int, lis
 
 
 async def get_check(engine: Engine[Any], caller: Principal, check_id: int, minimum: Role) -> StoredCheck:
-    if not 1 <= check_id <= MAX_ID:
-        raise NotFound("check not found")
     rows = await Check.select().where(Check.id == check_id)
     if not rows:
         raise NotFound("check not found")

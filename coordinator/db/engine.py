@@ -61,6 +61,7 @@ async def start(engine: Engine[Any]) -> None:
 
 async def stop(engine: Engine[Any]) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.close_connection_pool()
+        if engine.pool is not None:  # an engine that was never started has none
+            await engine.close_connection_pool()
     elif isinstance(engine, PooledSQLiteEngine):
         await engine.close_pool()

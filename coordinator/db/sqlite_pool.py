@@ -26,6 +26,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         self._opened = 0
         self._available: asyncio.Condition | None = None
         self._writer: asyncio.Lock | None = None
+        self._closed = False
 
     # --- the pool --------------------------------------------------------------------------------
 
@@ -57,7 +58,7 @@ class PooledSQLiteEngine(SQLiteEngine):
         return connection
 
     async def give_back(self, connection: aiosqlite.Connection, *, broken: bool = False) -> None:
-        if broken or connection.in_transaction:
+        if broken or self._closed or connection.in_transaction:
             # A connection left inside a transaction (a failed rollback) must not be lent again.
             await connection.close()
             await self._forget()
@@ -74,6 +75,9 @@ class PooledSQLiteEngine(SQLiteEngine):
             available.notify()
 
     async def close_pool(self) -> None:
+        # A connection still lent out is closed when it comes back: its thread must not outlive
+        # the event loop it reports to.
+        self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.close()

@@ -113,9 +113,7 @@ class EventBus:
 
     def subscribe(self, types: Iterable[str] | None = None, maxsize: int | None = None) -> Subscription:
         """A new listener for `types` (every type when None), with a queue of `maxsize` events."""
-        subscription = Subscription(
-            self, frozenset(types) if types is not None else None, maxsize or self._queue_size
-        )
+        subscription = Subscription(self, frozenset(types) if types is not None else None, maxsize or self._queue_size)
         self._subscriptions.append(subscription)
         return subscription
 

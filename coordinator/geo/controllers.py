@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 
 from coordinator.agents.clock import clock_of
 from coordinator.auth.principal import Principal, Role
@@ -19,6 +19,7 @@ from coordinator.context import app_context
 from coordinator.geo import queries
 from coordinator.geo.rollups import BUCKET_SECONDS
 from coordinator.geo.schemas import CheckStats, GeoSummary, GeoTimeseries
+from coordinator.params import PathId
 
 
 def _now(request: Request[Any, Any, Any]) -> datetime.datetime:
@@ -31,7 +32,7 @@ class GeoController(Controller):
 
     @get("/{check_id:int}/geo-summary", operation_id="getGeoSummary")
     async def geo_summary(
-        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: FromPath[int]
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: PathId
     ) -> GeoSummary:
         """Every source of the check: its live status and last result, and its last 24 hours."""
         engine = app_context(request).engine
@@ -43,7 +44,7 @@ class GeoController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Principal],
-        check_id: FromPath[int],
+        check_id: PathId,
         from_: Annotated[str | None, QueryParameter(name="from", max_length=64)] = None,
         to: Annotated[str | None, QueryParameter(max_length=64)] = None,
         bucket: Annotated[int, QueryParameter(ge=-(2**31), le=2**31)] = BUCKET_SECONDS,
@@ -63,7 +64,7 @@ class CheckStatsController(Controller):
 
     @get("/{check_id:int}/stats", operation_id="getCheckStats")
     async def check_stats(
-        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: FromPath[int]
+        self, request: Request[Any, Any, Any], caller: NamedDependency[Principal], check_id: PathId
     ) -> CheckStats:
         """Uptime, mean and p95 response time over 24 h, 7 d and 30 d, overall and per source.
 

@@ -8,14 +8,13 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath
 
 from coordinator.agents.rows import as_datetime, loads
 from coordinator.auth.principal import Principal, Role
 from coordinator.checks import service
 from coordinator.context import app_context
 from coordinator.db.sql import fetch
-from coordinator.pagination import Limit, Offset
+from coordinator.params import Limit, Offset, PathId
 
 
 class CheckLogEntry(msgspec.Struct):
@@ -43,7 +42,7 @@ class CheckLogsController(Controller):
         self,
         request: Request[Any, Any, Any],
         caller: NamedDependency[Principal],
-        check_id: FromPath[int],
+        check_id: PathId,
         offset: Offset = 0,
         limit: Limit = 100,
     ) -> CheckLogPage:

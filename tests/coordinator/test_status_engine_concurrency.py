@@ -109,11 +109,15 @@ async def test_twenty_writers_on_their_own_connections_flip_the_status_once(clie
         )
         await apply_results(engine, f"agent:{agent.id}", agent.id, [result], now, bus=bus)
 
-    with bus.subscribe(["status.change"]) as events:
-        for success in (True, False):
-            await asyncio.gather(*(write(e, a, success) for e, a in zip(engines, agents, strict=True)))
-            now += datetime.timedelta(seconds=1)
-        published = events.pending()
+    try:
+        with bus.subscribe(["status.change"]) as events:
+            for success in (True, False):
+                await asyncio.gather(*(write(e, a, success) for e, a in zip(engines, agents, strict=True)))
+                now += datetime.timedelta(seconds=1)
+            published = events.pending()
+    finally:
+        for engine in engines:
+            await db_engine.stop(engine)  # closes their pooled connections (and threads)
 
     logs = (await check_logs(client, owner, check_id))["logs"]
     assert logs[0]["reason"].startswith("critical source")
